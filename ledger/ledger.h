@@ -1,0 +1,161 @@
+// Ledger: the append-only, double-entry log with its derived state, Merkle tree and signed
+// checkpoints. One writer thread (the sequencer) decides and commits appends in groups: one
+// synced RocksDB WriteBatch and one signed checkpoint per group. Reads go through snapshots and
+// never wait for the writer.
+#ifndef TALLY_LEDGER_LEDGER_H_
+#define TALLY_LEDGER_LEDGER_H_
+
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ledger/clock.h"
+#include "ledger/entry.h"
+#include "ledger/hash.h"
+#include "ledger/limits.h"
+#include "ledger/state.h"
+#include "ledger/status.h"
+
+namespace tally {
+
+class Signer;
+
+struct LedgerOptions {
+  // The data directory: RocksDB in DIR/db, the signing key in DIR/signing.key (created on first
+  // open, mode 0600) and its public key in DIR/signing.pub.
+  std::string dir;
+  // The checkpoint origin line and the signed-note key name.
+  std::string origin = "tally.local/ledger";
+  // The clock; null means the system clock. Must outlive the Ledger.
+  const Clock* clock = nullptr;
+  // Requests decided in one commit group at the most.
+  size_t commit_group_requests_max = kCommitGroupRequestsMax;
+  // Fault injection for tests: called before each group's write; a non-OK status is treated as
+  // a failed write. Null in production.
+  std::function<Status()> before_write;
+};
+
+// What the writer hands a request's decider: the state as of every earlier decision (including
+// those of earlier requests in the same commit group), the time, and a way to append entries.
+class DecideContext {
+ public:
+  virtual ~DecideContext() = default;
+  virtual const StateReader& state() const = 0;
+  // The time given to every entry of this request: never less than any earlier entry's.
+  virtual int64_t now_us() const = 0;
+  // The id the next emitted entry will get.
+  virtual uint64_t next_id() const = 0;
+  // Appends an entry. The writer fills in id, time_us, actor, idempotency_key, request_hash and
+  // every posting's balance_after; applies it, so later decisions see it; and refuses it with
+  // AlreadyExists (reason from BusinessKeyOf) if its business key is taken, InvalidArgument if
+  // it is malformed or a balance would overflow. Returns the entry as appended.
+  virtual Result<Entry> Emit(Entry e) = 0;
+};
+
+// Decides a request against current state: emits zero or more entries, or fails. A failure
+// rolls back everything the request emitted. Runs on the writer thread: keep it short, and
+// never block in it.
+using Decider = std::function<Status(DecideContext& ctx)>;
+
+struct AppendRequest {
+  std::string actor;            // API key id ("" for the system)
+  std::string idempotency_key;  // "" for none; else the request is recorded under (actor, key)
+  Hash request_hash{};          // identifies the request body for replays
+  Decider decide;
+};
+
+struct AppendResult {
+  uint64_t first_id = 0;  // the entries written (or replayed): [first_id, first_id + count)
+  uint32_t count = 0;
+  bool replayed = false;   // an earlier request with the same key and hash; nothing written
+  uint64_t tree_size = 0;  // the tree size of the checkpoint covering the entries
+};
+
+struct Receipt {
+  uint64_t leaf_index = 0;
+  std::string entry;  // canonical bytes
+  std::vector<Hash> inclusion_proof;
+  std::string checkpoint;  // signed note
+  uint64_t tree_size = 0;
+};
+
+struct CheckpointInfo {
+  std::string origin;
+  uint64_t size = 0;
+  Hash root{};
+  std::string note;  // the signed note text
+};
+
+// Counters for /metrics. Histogram buckets are cumulative-ready: counts per bucket, with the
+// upper bounds in kGroupSizeBounds and kWriteSecondsBounds (a last, unbounded bucket follows).
+inline constexpr double kGroupSizeBounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+inline constexpr double kWriteSecondsBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                 0.005,  0.01,    0.025,  0.05,  0.1};
+struct LedgerStats {
+  uint64_t entries = 0;  // entries in the log
+  uint64_t groups = 0;   // commit groups written since open
+  uint64_t group_size_counts[std::size(kGroupSizeBounds) + 1] = {};
+  uint64_t write_seconds_counts[std::size(kWriteSecondsBounds) + 1] = {};
+  double write_seconds_sum = 0;
+  uint64_t group_entries_sum = 0;
+};
+
+class Ledger {
+ public:
+  // Opens (creating if missing) the data directory and starts the writer thread.
+  static Result<std::unique_ptr<Ledger>> Open(const LedgerOptions& options);
+  // Stops the writer after the queued requests are done.
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // Queues a request and waits until it is durable (synced) or refused. A repeat of an earlier
+  // request (same actor, key and hash) returns the original ids with replayed set and writes
+  // nothing; the same key with another hash is FailedPrecondition "idempotency_key_reused".
+  // After a failed write, every append is Unavailable ("ledger_stopped") until reopened.
+  // Thread-safe.
+  Result<AppendResult> Append(AppendRequest request);
+
+  // A consistent read view of the current state. Thread-safe.
+  std::unique_ptr<StateReader> Read() const;
+
+  Result<Entry> GetEntry(uint64_t id) const;
+  Result<std::string> GetEntryBytes(uint64_t id) const;
+  // The entry's canonical bytes, its inclusion proof, and the checkpoint of the commit group
+  // that first covered it. Deterministic: the same receipt every time.
+  Result<Receipt> GetReceipt(uint64_t id) const;
+  // A consistency proof between two sizes of the tree (0 < from <= to <= size).
+  Result<std::vector<Hash>> GetConsistencyProof(uint64_t from, uint64_t to) const;
+  CheckpointInfo LatestCheckpoint() const;
+  // The signed checkpoint stored for a tree size, if a commit group ended there.
+  Result<std::optional<std::string>> GetCheckpoint(uint64_t size) const;
+
+  // A customer's entries, newest first, starting below `before_id` (exclusive; nullopt for the
+  // newest). Returns at most `limit` entries.
+  Result<std::vector<Entry>> CustomerEntries(const std::string& program,
+                                             const std::string& customer,
+                                             std::optional<uint64_t> before_id, size_t limit) const;
+
+  uint64_t size() const;  // entries in the log
+  LedgerStats Stats() const;
+  bool stopped() const;  // true after a failed write (fail-stop)
+  const Signer& signer() const;
+  const Clock& clock() const;
+  const LedgerOptions& options() const;
+  Store* store() const;
+
+  // Writes a consistent copy of the database to `dir` (RocksDB checkpoint).
+  Status Backup(const std::string& dir) const;
+
+ private:
+  struct Impl;
+  explicit Ledger(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally
+
+#endif  // TALLY_LEDGER_LEDGER_H_

@@ -1,0 +1,49 @@
+// Every limit of the ledger and the API in one place. Units are in the name, last.
+// Changing a limit that bounds the entry encoding changes what the decoder accepts: such limits
+// may grow, never shrink.
+#ifndef TALLY_LEDGER_LIMITS_H_
+#define TALLY_LEDGER_LIMITS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tally {
+
+// Entry encoding (docs/format.md).
+inline constexpr size_t kIdBytesMax = 64;                   // program, customer, reward, order ids
+inline constexpr size_t kActorBytesMax = 64;                // API key id
+inline constexpr size_t kIdempotencyKeyBytesMax = 255;      // Idempotency-Key header
+inline constexpr size_t kAccountBytesMax = 200;             // "program:customer:id:available"
+inline constexpr size_t kDescriptionBytesMax = 1024;        // free text on an entry
+inline constexpr size_t kEntryPostingsMax = 64;             // postings in one entry
+inline constexpr size_t kEntryLotsMax = 4096;               // lots one debit may consume
+inline constexpr size_t kEntryPayloadBytesMax = 16 * 1024;  // type-specific record
+inline constexpr size_t kEntryBytesMax = 256 * 1024;        // a whole encoded entry
+
+// Points.
+inline constexpr int64_t kPointsMax = 1'000'000'000'000;  // one amount in a request
+
+// Writer.
+inline constexpr size_t kCommitGroupRequestsMax = 1024;   // requests decided in one commit group
+inline constexpr size_t kWriterQueueRequestsMax = 65536;  // queued before Append refuses
+inline constexpr size_t kRequestEntriesMax = 10000;       // entries one request may emit
+
+// Reads.
+inline constexpr size_t kPageItemsMax = 500;
+inline constexpr size_t kPageItemsDefault = 50;
+
+// HTTP.
+inline constexpr size_t kRequestBodyBytesMax = 1 << 20;
+inline constexpr size_t kRequestHeaderBytesMax = 16 << 10;
+inline constexpr int kReadTimeoutMs = 10'000;
+inline constexpr int kIdleTimeoutMs = 60'000;
+inline constexpr size_t kConnectionsMax = 10'000;
+inline constexpr int kJsonDepthMax = 16;
+
+// Referrals.
+inline constexpr int kReferralCodeChars = 12;  // Crockford base32, last is a check
+inline constexpr int kReferralFailedLookupsPerMinuteMax = 20;
+
+}  // namespace tally
+
+#endif  // TALLY_LEDGER_LIMITS_H_

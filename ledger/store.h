@@ -1,0 +1,97 @@
+// Store: the ledger's storage, RocksDB behind the library's own interface. No RocksDB type
+// appears here; column families are named by Cf (keys.h).
+#ifndef TALLY_LEDGER_STORE_H_
+#define TALLY_LEDGER_STORE_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ledger/keys.h"
+#include "ledger/status.h"
+
+namespace tally {
+
+// A consistent read view of the store. Reads through it agree with each other.
+class Snapshot {
+ public:
+  virtual ~Snapshot() = default;
+};
+
+// A set of writes applied atomically by Store::Write.
+class Store;
+class StoreBatch {
+ public:
+  explicit StoreBatch(const Store& store);
+  ~StoreBatch();
+  StoreBatch(const StoreBatch&) = delete;
+  StoreBatch& operator=(const StoreBatch&) = delete;
+
+  void Put(Cf cf, std::string_view key, std::string_view value);
+  void Delete(Cf cf, std::string_view key);
+  size_t bytes() const;
+  size_t count() const;
+
+ private:
+  friend class Store;
+  struct Rep;
+  std::unique_ptr<Rep> rep_;
+};
+
+// Visits one key and value; returns false to stop the scan.
+using ScanFn = std::function<bool(std::string_view key, std::string_view value)>;
+
+class Store {
+ public:
+  enum class Mode {
+    kReadWrite,  // the primary: holds the lock, writes
+    kReadOnly,   // a stopped directory or backup; fails if a writer holds it? no: never writes
+    kSecondary,  // a running primary's directory, followed from another process
+  };
+  struct Options {
+    Mode mode = Mode::kReadWrite;
+    bool create_if_missing = true;  // kReadWrite only
+    std::string secondary_dir;      // kSecondary: where the secondary keeps its own files
+  };
+
+  // Opens the RocksDB database in `dir` with every column family of keys.h.
+  // Errors: Unavailable if locked by another process, DataLoss on corruption, InvalidArgument
+  // for a directory that is not a Tally store.
+  static Result<std::unique_ptr<Store>> Open(const std::string& dir, const Options& options);
+  ~Store();
+
+  // Returns the value, or nullopt if absent. snapshot may be null (latest state).
+  Result<std::optional<std::string>> Get(Cf cf, std::string_view key,
+                                         const Snapshot* snapshot = nullptr) const;
+
+  // Visits keys in [start, end) in ascending order, or descending with reverse. An empty end
+  // means no upper bound. Returns the iterator's status at the end.
+  Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
+              const Snapshot* snapshot, const ScanFn& fn) const;
+
+  // Writes the batch atomically with sync=true: on OK it is durable in the WAL.
+  Status Write(StoreBatch& batch);
+
+  std::shared_ptr<const Snapshot> NewSnapshot() const;
+
+  // A consistent copy of the database (RocksDB Checkpoint) in a new directory.
+  Status CreateCheckpoint(const std::string& dir) const;
+
+  // kSecondary: catch up with the primary's latest writes.
+  Status CatchUp();
+
+  // Bytes of live SST and WAL files (for the disk-usage report).
+  Result<uint64_t> LiveBytes() const;
+
+ private:
+  friend class StoreBatch;
+  struct Rep;
+  explicit Store(std::unique_ptr<Rep> rep);
+  std::unique_ptr<Rep> rep_;
+};
+
+}  // namespace tally
+
+#endif  // TALLY_LEDGER_STORE_H_

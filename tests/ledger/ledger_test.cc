@@ -1,0 +1,296 @@
+#include "ledger/ledger.h"
+
+#include <catch2/catch.hpp>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "ledger/accounts.h"
+#include "ledger/apply.h"
+#include "ledger/coding.h"
+#include "ledger/keys.h"
+#include "ledger/merkle.h"
+#include "ledger/rebuild.h"
+#include "tests/ledger/ledger_test_util.h"
+#include "tests/test_util.h"
+
+namespace tally {
+namespace {
+
+using testing::Balance;
+using testing::TempDir;
+using testing::Transfer;
+
+std::unique_ptr<Ledger> OpenLedger(const std::string& dir, const Clock* clock = nullptr,
+                                   std::function<Status()> before_write = nullptr) {
+  LedgerOptions o;
+  o.dir = dir;
+  o.clock = clock;
+  o.before_write = std::move(before_write);
+  auto l = Ledger::Open(o);
+  REQUIRE(l.ok());
+  return std::move(l).value();
+}
+
+std::vector<Discrepancy> CheckRebuild(const Ledger& ledger) {
+  auto snap = ledger.store()->NewSnapshot();
+  RebuildResult rebuilt;
+  std::vector<Discrepancy> found;
+  REQUIRE(RebuildState(*ledger.store(), snap.get(), &rebuilt, &found).ok());
+  REQUIRE(CompareDerivedState(*ledger.store(), snap.get(), rebuilt.state, &found).ok());
+  for (const auto& d : found) UNSCOPED_INFO(d.ToString());
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("Appends are numbered from zero and balances follow the postings", "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  auto a = ledger->Append(Transfer("acme", "alice", 100, "k-a"));
+  REQUIRE(a.ok());
+  CHECK(a->first_id == 0);
+  CHECK(a->count == 1);
+  CHECK_FALSE(a->replayed);
+  auto b = ledger->Append(Transfer("acme", "alice", -30, "k-b"));
+  REQUIRE(b.ok());
+  CHECK(b->first_id == 1);
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 70);
+  CHECK(Balance(*ledger, "acme:adjustment") == -70);
+  auto e = ledger->GetEntry(1);
+  REQUIRE(e.ok());
+  CHECK(e->postings[0].balance_after == 70);
+  CHECK(e->idempotency_key == "k-b");
+  CHECK(ledger->size() == 2);
+  CHECK(CheckRebuild(*ledger).empty());
+}
+
+TEST_CASE("A refused decision writes nothing", "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  auto r = ledger->Append(Transfer("acme", "bob", -1, "k"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().reason() == "insufficient_points");
+  CHECK(ledger->size() == 0);
+  // The key was not consumed: the same key may now succeed with another request.
+  CHECK(ledger->Append(Transfer("acme", "bob", 5, "k")).ok());
+}
+
+TEST_CASE("A repeated request is replayed and writes nothing", "[ledger][idempotency]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  auto first = ledger->Append(Transfer("acme", "alice", 100, "same"));
+  REQUIRE(first.ok());
+  auto again = ledger->Append(Transfer("acme", "alice", 100, "same"));
+  REQUIRE(again.ok());
+  CHECK(again->replayed);
+  CHECK(again->first_id == first->first_id);
+  CHECK(ledger->size() == 1);
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 100);
+
+  // The key is scoped to the actor: another actor's same key is a new request.
+  auto other = ledger->Append(Transfer("acme", "alice", 100, "same", "", "k2"));
+  REQUIRE(other.ok());
+  CHECK_FALSE(other->replayed);
+  CHECK(ledger->size() == 2);
+}
+
+TEST_CASE("The same key with another request is refused", "[ledger][idempotency]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 100, "same")).ok());
+  auto conflict = ledger->Append(Transfer("acme", "alice", 101, "same"));
+  REQUIRE_FALSE(conflict.ok());
+  CHECK(conflict.status().reason() == "idempotency_key_reused");
+  CHECK(ledger->size() == 1);
+}
+
+TEST_CASE("Replays survive a restart", "[ledger][idempotency]") {
+  TempDir dir;
+  {
+    auto ledger = OpenLedger(dir.path());
+    REQUIRE(ledger->Append(Transfer("acme", "alice", 100, "same")).ok());
+  }
+  auto ledger = OpenLedger(dir.path());
+  auto again = ledger->Append(Transfer("acme", "alice", 100, "same"));
+  REQUIRE(again.ok());
+  CHECK(again->replayed);
+  CHECK(ledger->size() == 1);
+}
+
+TEST_CASE("Concurrent duplicates in one commit group apply once", "[ledger][idempotency]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  std::vector<std::thread> threads;
+  std::atomic<int> replayed{0}, written{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&] {
+      auto r = ledger->Append(Transfer("acme", "alice", 10, "dup"));
+      REQUIRE(r.ok());
+      (r->replayed ? replayed : written)++;
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(written == 1);
+  CHECK(replayed == 15);
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 10);
+}
+
+TEST_CASE("A business key is claimed once, whatever the idempotency key", "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 50, "k1", "order-1")).ok());
+  auto second = ledger->Append(Transfer("acme", "alice", 50, "k2", "order-1"));
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.status().code() == Code::kAlreadyExists);
+  CHECK(second.status().reason() == "order_already_awarded");
+  // Another program may use the same order id.
+  CHECK(ledger->Append(Transfer("other", "alice", 50, "k3", "order-1")).ok());
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 50);
+}
+
+TEST_CASE("A balance that would overflow is refused", "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  REQUIRE(ledger->Append(Transfer("acme", "alice", INT64_MAX, "a")).ok());
+  auto r = ledger->Append(Transfer("acme", "alice", 1, "b"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == Code::kInvalidArgument);
+  CHECK(ledger->size() == 1);
+}
+
+TEST_CASE("A customer's entries page newest first without repeats", "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  for (int i = 0; i < 23; ++i) {
+    REQUIRE(ledger->Append(Transfer("acme", "alice", i + 1, "a" + std::to_string(i))).ok());
+    REQUIRE(ledger->Append(Transfer("acme", "bob", 1, "b" + std::to_string(i))).ok());
+  }
+  std::vector<uint64_t> seen;
+  std::optional<uint64_t> cursor;
+  for (int page = 0; page < 10; ++page) {
+    auto entries = ledger->CustomerEntries("acme", "alice", cursor, 5);
+    REQUIRE(entries.ok());
+    if (entries->empty()) break;
+    for (const Entry& e : *entries) {
+      CHECK(e.customer == "alice");
+      seen.push_back(e.id);
+    }
+    cursor = entries->back().id;
+  }
+  REQUIRE(seen.size() == 23);
+  for (size_t i = 1; i < seen.size(); ++i) CHECK(seen[i] < seen[i - 1]);
+  CHECK(seen.front() == 44);
+  CHECK(ledger->CustomerEntries("acme", "carol", std::nullopt, 5)->empty());
+  CHECK(ledger->CustomerEntries("acme", "alice", 0, 5)->empty());
+}
+
+TEST_CASE("Entry times never decrease even when the clock goes back", "[ledger]") {
+  TempDir dir;
+  ManualClock clock(1'000'000'000);
+  auto ledger = OpenLedger(dir.path(), &clock);
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 1, "a")).ok());
+  clock.Set(500);
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 1, "b")).ok());
+  CHECK(ledger->GetEntry(0)->time_us == 1'000'000'000);
+  CHECK(ledger->GetEntry(1)->time_us == 1'000'000'000);
+  clock.Set(2'000'000'000);
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 1, "c")).ok());
+  CHECK(ledger->GetEntry(2)->time_us == 2'000'000'000);
+}
+
+TEST_CASE("After a failed write the ledger refuses every write", "[ledger][failstop]") {
+  TempDir dir;
+  std::atomic<bool> fail{false};
+  {
+    auto ledger = OpenLedger(dir.path(), nullptr, [&] {
+      return fail ? Status::Unavailable("injected fsync error") : Status::Ok();
+    });
+    REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
+    fail = true;
+    auto r = ledger->Append(Transfer("acme", "alice", 10, "b"));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().reason() == "ledger_stopped");
+    fail = false;  // even once the fault is gone, it stays stopped until reopened
+    auto after = ledger->Append(Transfer("acme", "alice", 10, "c"));
+    REQUIRE_FALSE(after.ok());
+    CHECK(after.status().reason() == "ledger_stopped");
+    CHECK(ledger->stopped());
+    CHECK(ledger->size() == 1);
+  }
+  auto ledger = OpenLedger(dir.path());
+  CHECK(ledger->size() == 1);
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 10);
+  CHECK(ledger->Append(Transfer("acme", "alice", 10, "b")).ok());
+  CHECK(CheckRebuild(*ledger).empty());
+}
+
+TEST_CASE("Eight threads appending ten thousand times each keep every balance exact",
+          "[ledger][concurrency]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  constexpr int kThreads = 8, kAppends = 10000, kCustomers = 16;
+  std::vector<std::thread> threads;
+  std::atomic<int> acked{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kAppends; ++i) {
+        std::string customer = "c" + std::to_string((t * kAppends + i) % kCustomers);
+        auto r = ledger->Append(
+            Transfer("acme", customer, (i % 7) + 1, std::to_string(t) + "-" + std::to_string(i)));
+        if (r.ok() && !r->replayed) acked++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  REQUIRE(acked == kThreads * kAppends);
+  CHECK(ledger->size() == kThreads * kAppends);
+  std::map<std::string, int64_t> want;
+  int64_t total = 0;
+  for (int t = 0; t < kThreads; ++t) {
+    for (int i = 0; i < kAppends; ++i) {
+      want["c" + std::to_string((t * kAppends + i) % kCustomers)] += (i % 7) + 1;
+      total += (i % 7) + 1;
+    }
+  }
+  for (const auto& [c, points] : want) {
+    CHECK(Balance(*ledger, CustomerAccount("acme", c, acct::kAvailable)) == points);
+  }
+  CHECK(Balance(*ledger, "acme:adjustment") == -total);
+  CHECK(CheckRebuild(*ledger).empty());
+}
+
+TEST_CASE("Rebuild finds a stored balance that was altered", "[ledger][rebuild]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
+  REQUIRE(CheckRebuild(*ledger).empty());
+  StoreBatch batch(*ledger->store());
+  batch.Put(Cf::kBalances, "acme:customer:alice:available", EncodeI64(11));
+  REQUIRE(ledger->store()->Write(batch).ok());
+  auto found = CheckRebuild(*ledger);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].cf == "balances");
+}
+
+TEST_CASE("The ledger reopens with its tree, checkpoint and key", "[ledger]") {
+  TempDir dir;
+  CheckpointInfo before;
+  {
+    auto ledger = OpenLedger(dir.path());
+    for (int i = 0; i < 10; ++i) {
+      REQUIRE(ledger->Append(Transfer("acme", "alice", 1, std::to_string(i))).ok());
+    }
+    before = ledger->LatestCheckpoint();
+    CHECK(before.size == 10);
+  }
+  auto ledger = OpenLedger(dir.path());
+  CheckpointInfo after = ledger->LatestCheckpoint();
+  CHECK(after.size == 10);
+  CHECK(after.root == before.root);
+  CHECK(after.note == before.note);
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 1, "next")).ok());
+  CHECK(ledger->LatestCheckpoint().size == 11);
+}
+
+}  // namespace tally
