@@ -18,6 +18,7 @@
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/points.h"
+#include "ledger/records.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
 
@@ -56,7 +57,9 @@ struct Ledger::Impl {
   SystemClock system_clock;
   const Clock* clock = nullptr;
   std::unique_ptr<Store> store;
-  std::unique_ptr<Signer> signer;
+  // Every key this process signed with; the last signs new checkpoints. Kept so that references
+  // handed out by signer() stay valid across a rotation. Guarded by mu.
+  std::vector<std::unique_ptr<Signer>> signers;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -69,6 +72,7 @@ struct Ledger::Impl {
   std::thread writer;
 
   // Owned by the writer thread.
+  bool rotated_in_group = false;
   MerkleFrontier frontier;
   uint64_t next_id = 0;
   int64_t last_time_us = 0;
@@ -80,6 +84,13 @@ struct Ledger::Impl {
   Status Commit(OverlayState& overlay, const std::vector<std::string>& group_entries,
                 uint64_t group_first);
   CheckpointInfo SignCheckpoint(uint64_t size, const Hash& root) const;
+  const Signer& CurrentSigner() const;  // REQUIRES: mu held, or the writer thread
+  std::string KeyPath(const std::string& suffix = "") const {
+    return options.dir + "/signing.key" + suffix;
+  }
+  Status CheckSigningKey();
+  Status FinishRotation(uint64_t entry_id);
+  Result<std::vector<SigningKeyRecord>> Rotations() const;
   void RecordGroup(size_t entries, double seconds);  // REQUIRES: mu held
 };
 
@@ -133,6 +144,7 @@ class WriterContext final : public DecideContext {
       }
     }
     RETURN_IF_ERROR(ApplyEntry(e, overlay_));
+    if (e.type == EntryType::kSigningKey) rotated_ = true;
     std::string bytes = EncodeEntry(e);
     // In the overlay, so that later decisions of the group can read the entry back.
     overlay_->Put(Cf::kEntries, EntryKey(e.id), bytes);
@@ -142,6 +154,7 @@ class WriterContext final : public DecideContext {
   }
 
   std::vector<std::string>& encoded() { return encoded_; }
+  bool rotated() const { return rotated_; }
 
  private:
   const AppendRequest& req_;
@@ -149,6 +162,7 @@ class WriterContext final : public DecideContext {
   uint64_t next_id_;
   int64_t now_;
   std::vector<std::string> encoded_;
+  bool rotated_ = false;
 };
 
 }  // namespace
@@ -159,7 +173,7 @@ Status Ledger::Impl::Load() {
   if (ec) return Status::InvalidArgument("cannot create " + options.dir + ": " + ec.message());
   ASSIGN_OR_RETURN(Signer s, Signer::LoadOrCreate(options.dir + "/signing.key",
                                                   options.dir + "/signing.pub", options.origin));
-  signer = std::make_unique<Signer>(std::move(s));
+  signers.push_back(std::make_unique<Signer>(std::move(s)));
   ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
 
   std::optional<Entry> last;
@@ -194,12 +208,69 @@ Status Ledger::Impl::Load() {
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, *note};
   }
   committed_size = next_id;
+  return CheckSigningKey();
+}
+
+const Signer& Ledger::Impl::CurrentSigner() const { return *signers.back(); }
+
+Result<std::vector<SigningKeyRecord>> Ledger::Impl::Rotations() const {
+  std::vector<SigningKeyRecord> out;
+  std::string prefix = ObjectPrefix(ObjectKind::kSigningKey, "");
+  Status st;
+  RETURN_IF_ERROR(store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, nullptr,
+                              [&](std::string_view, std::string_view v) {
+                                auto r = DecodeSigningKey(v);
+                                if (!r.ok()) st = r.status();
+                                if (r.ok()) out.push_back(std::move(r).value());
+                                return r.ok();
+                              }));
+  RETURN_IF_ERROR(st);
+  return out;
+}
+
+// The key file must hold the key the log says is current. A rotation interrupted between its
+// durable entry and the renaming of the key files is finished here.
+Status Ledger::Impl::CheckSigningKey() {
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, Rotations());
+  if (rotations.empty() || rotations.back().public_key == CurrentSigner().public_key()) {
+    return Status::Ok();
+  }
+  std::error_code ec;
+  if (!std::filesystem::exists(KeyPath(".next"), ec)) {
+    return Status::DataLoss("signing.key is not the key the log rotated to");
+  }
+  std::string prefix = ObjectPrefix(ObjectKind::kSigningKey, "");
+  uint64_t id = 0;
+  RETURN_IF_ERROR(store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), true, nullptr,
+                              [&](std::string_view k, std::string_view) {
+                                id = DecodeU64(k.substr(prefix.size()));
+                                return false;
+                              }));
+  RETURN_IF_ERROR(FinishRotation(id));
+  if (rotations.back().public_key != CurrentSigner().public_key()) {
+    return Status::DataLoss("signing.key.next is not the key the log rotated to");
+  }
+  return Status::Ok();
+}
+
+// Moves the new key into place: signing.key -> signing.key.<id>.old, signing.key.next ->
+// signing.key (and the same for .pub), then signs with it.
+Status Ledger::Impl::FinishRotation(uint64_t entry_id) {
+  std::error_code ec;
+  std::string pub = options.dir + "/signing.pub";
+  std::filesystem::rename(KeyPath(), KeyPath("." + std::to_string(entry_id) + ".old"), ec);
+  if (!ec) std::filesystem::rename(KeyPath(".next"), KeyPath(), ec);
+  if (!ec) std::filesystem::rename(pub + ".next", pub, ec);
+  if (ec) return Status::Internal("rotating key files: " + ec.message());
+  ASSIGN_OR_RETURN(Signer s, Signer::LoadOrCreate(KeyPath(), pub, options.origin));
+  std::lock_guard<std::mutex> lock(mu);
+  signers.push_back(std::make_unique<Signer>(std::move(s)));
   return Status::Ok();
 }
 
 CheckpointInfo Ledger::Impl::SignCheckpoint(uint64_t size, const Hash& root) const {
   Checkpoint cp{options.origin, size, root, {}};
-  std::string note = SignNote(FormatCheckpoint(cp), *signer);
+  std::string note = SignNote(FormatCheckpoint(cp), CurrentSigner());
   return CheckpointInfo{options.origin, size, root, std::move(note)};
 }
 
@@ -242,6 +313,8 @@ void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
   }
 
   Status st = Commit(overlay, group_entries, group_first);
+  if (st.ok() && rotated_in_group) st = FinishRotation(next_id - 1);
+  rotated_in_group = false;
   if (!st.ok()) {
     stopped = true;
     for (Pending* p : group) {
@@ -287,6 +360,7 @@ void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
     return;
   }
   uint64_t first = next_id;
+  rotated_in_group = rotated_in_group || ctx.rotated();
   std::vector<NodeWrite> nodes;
   for (std::string& bytes : ctx.encoded()) {
     nodes.clear();
@@ -393,6 +467,30 @@ Result<Receipt> Ledger::GetReceipt(uint64_t id) const {
     return Status::DataLoss("no checkpoint covers entry " + std::to_string(id));
   StoreNodeReader nodes(impl_->store.get());
   ASSIGN_OR_RETURN(r.inclusion_proof, InclusionProof(nodes, id, r.tree_size));
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, impl_->Rotations());
+  if (rotations.empty()) return r;
+  // Which key signed it, and the rotations that lead there from the first key.
+  ASSIGN_OR_RETURN(auto note, ParseNote(r.checkpoint));
+  if (note.second.empty()) return Status::DataLoss("unsigned checkpoint");
+  uint32_t signed_by = note.second.front().key_id;
+  std::string key = rotations.front().previous_key;
+  std::string prefix = ObjectPrefix(ObjectKind::kSigningKey, "");
+  std::vector<uint64_t> ids;
+  RETURN_IF_ERROR(impl_->store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, nullptr,
+                                     [&](std::string_view k, std::string_view) {
+                                       ids.push_back(DecodeU64(k.substr(prefix.size())));
+                                       return true;
+                                     }));
+  for (size_t i = 0; i < rotations.size(); ++i) {
+    if (NoteKeyId(impl_->options.origin, key) == signed_by) break;
+    ASSIGN_OR_RETURN(Receipt link, GetReceipt(ids[i]));
+    link.key_chain.clear();
+    r.key_chain.push_back(std::move(link));
+    key = rotations[i].public_key;
+  }
+  if (NoteKeyId(impl_->options.origin, key) != signed_by) {
+    return Status::DataLoss("checkpoint signed by a key outside the rotation chain");
+  }
   return r;
 }
 
@@ -447,10 +545,35 @@ LedgerStats Ledger::Stats() const {
   return s;
 }
 bool Ledger::stopped() const { return impl_->stopped; }
-const Signer& Ledger::signer() const { return *impl_->signer; }
+const Signer& Ledger::signer() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->CurrentSigner();
+}
 const Clock& Ledger::clock() const { return *impl_->clock; }
 const LedgerOptions& Ledger::options() const { return impl_->options; }
 Store* Ledger::store() const { return impl_->store.get(); }
+
+Result<AppendResult> Ledger::RotateSigningKey() {
+  ASSIGN_OR_RETURN(Signer next, Signer::LoadOrCreate(impl_->KeyPath(".next"),
+                                                     impl_->options.dir + "/signing.pub.next",
+                                                     impl_->options.origin));
+  const Signer& current = signer();
+  SigningKeyRecord rec;
+  rec.name = impl_->options.origin;
+  rec.public_key = next.public_key();
+  rec.previous_key = current.public_key();
+  rec.endorsement = current.Sign(EndorsementMessage(rec.name, rec.public_key));
+  AppendRequest req;
+  req.decide = [rec](DecideContext& ctx) -> Status {
+    Entry e;
+    e.type = EntryType::kSigningKey;
+    e.payload = EncodeSigningKey(rec);
+    ASSIGN_OR_RETURN(Entry done, ctx.Emit(std::move(e)));
+    (void)done;
+    return Status::Ok();
+  };
+  return Append(std::move(req));
+}
 
 Status Ledger::Backup(const std::string& dir) const { return impl_->store->CreateCheckpoint(dir); }
 

@@ -80,6 +80,10 @@ struct Receipt {
   std::vector<Hash> inclusion_proof;
   std::string checkpoint;  // signed note
   uint64_t tree_size = 0;
+  // When the checkpoint is signed by a rotated key: receipts of the signing_key entries that
+  // introduced each key since the first, in order. A verifier holding only the first public key
+  // checks each link under the key in force, then this receipt under the last.
+  std::vector<Receipt> key_chain;
 };
 
 struct CheckpointInfo {
@@ -146,6 +150,12 @@ class Ledger {
   const Clock& clock() const;
   const LedgerOptions& options() const;
   Store* store() const;
+
+  // Key rotation: makes a new signing key (DIR/signing.key.next until it takes over), appends a
+  // signing_key entry endorsed by the current key (the checkpoint covering it is still signed by
+  // the current key), then signs every later checkpoint with the new key. The old key is kept as
+  // DIR/signing.key.<entry id>.old. See docs/operations.md.
+  Result<AppendResult> RotateSigningKey();
 
   // Writes a consistent copy of the database to `dir` (RocksDB checkpoint).
   Status Backup(const std::string& dir) const;
