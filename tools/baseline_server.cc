@@ -1,0 +1,96 @@
+// baseline_server: serves {"ok":true} to every request through HttpServer, with no ledger behind
+// it. Benchmarks compare tallyd against it: it is the ceiling the HTTP layer allows on this
+// machine.
+//
+//   baseline_server [--listen HOST:PORT] [--threads N]
+//
+// HOST may be an IPv6 address in brackets ("[::1]:8080"). Runs until SIGINT or SIGTERM, then stops
+// gracefully.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "api/http_server.h"
+
+namespace tally {
+namespace {
+
+int Usage(const char* message) {
+  std::fprintf(stderr,
+               "baseline_server: %s\nusage: baseline_server [--listen HOST:PORT] [--threads N]\n",
+               message);
+  return 2;
+}
+
+// Parses "HOST:PORT" or "[V6]:PORT".
+bool ParseListen(std::string_view s, std::string& host, uint16_t& port) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == s.size()) return false;
+  std::string_view h = s.substr(0, colon);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) return false;
+  unsigned long p = 0;
+  for (char c : s.substr(colon + 1)) {
+    if (c < '0' || c > '9') return false;
+    p = p * 10 + static_cast<unsigned long>(c - '0');
+    if (p > 65535) return false;
+  }
+  host = std::string(h);
+  port = static_cast<uint16_t>(p);
+  return true;
+}
+
+int Main(int argc, char** argv) {
+  HttpServerOptions options;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (i + 1 >= argc) return Usage("missing value after an option");
+    std::string_view value = argv[++i];
+    if (arg == "--listen") {
+      if (!ParseListen(value, options.host, options.port)) return Usage("bad --listen HOST:PORT");
+    } else if (arg == "--threads") {
+      char* end = nullptr;
+      long n = std::strtol(std::string(value).c_str(), &end, 10);
+      if (*end != '\0' || n < 1 || n > 1024) return Usage("bad --threads N");
+      options.threads = static_cast<int>(n);
+    } else {
+      return Usage("unknown option");
+    }
+  }
+
+  // Blocked before Start so that the server threads inherit the mask and sigwait gets the signal.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = HttpServer::Start(options, [](const HttpRequest&) {
+    HttpResponse res;
+    res.body = R"({"ok":true})";
+    return res;
+  });
+  if (!server.ok()) {
+    std::fprintf(stderr, "baseline_server: %s\n", server.status().message().c_str());
+    return 1;
+  }
+  std::printf("baseline listening on %s\n", (*server)->url().c_str());
+  std::fflush(stdout);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  (*server)->Stop();
+  return 0;
+}
+
+}  // namespace
+}  // namespace tally
+
+int main(int argc, char** argv) { return tally::Main(argc, argv); }
