@@ -47,7 +47,9 @@ Status PutLot(const Entry& e, const std::string& customer, uint64_t lot, int64_t
               int64_t delta_points, int64_t delta_remaining, StateWriter* s) {
   std::string key = LotKey(e.program, customer, expires_at_us, lot);
   ASSIGN_OR_RETURN(auto rec, GetRecord<LotRecord>(*s, Cf::kLots, key, DecodeLot));
-  LotRecord l = rec ? *rec : LotRecord{};
+  // A give-back into a lot that was used up (and removed), or into the new lot named by the
+  // give-back, (re-)creates it with the restored points.
+  LotRecord l = rec ? *rec : LotRecord{std::max<int64_t>(delta_remaining, 0), 0};
   l.points += delta_points;
   l.remaining += delta_remaining;
   if (l.remaining < 0 || l.remaining > l.points)

@@ -1,0 +1,184 @@
+// Loyalty under concurrent writers: every decision is made on the ledger's one writer thread
+// against the state left by every earlier decision, so racing requests cannot overspend a
+// balance, refer a friend twice or use a code more often than allowed.
+#include "ledger/loyalty.h"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <latch>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ledger/accounts.h"
+#include "ledger/clock.h"
+#include "ledger/hash.h"
+#include "ledger/keys.h"
+#include "ledger/ledger.h"
+#include "ledger/records.h"
+#include "tests/test_util.h"
+
+namespace tally {
+namespace {
+
+constexpr int64_t kT0 = 1'700'000'000'000'000;
+
+struct Fixture {
+  testing::TempDir dir;
+  ManualClock clock{kT0};
+  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<Loyalty> loyalty;
+
+  explicit Fixture(std::optional<ReferralSettings> referral = std::nullopt) {
+    LedgerOptions o;
+    o.dir = dir.path();
+    o.clock = &clock;
+    auto opened = Ledger::Open(o);
+    REQUIRE(opened.ok());
+    ledger = std::move(opened).value();
+    loyalty = std::make_unique<Loyalty>(ledger.get(), LoyaltyOptions{std::string(32, 's')});
+    ProgramConfig p;
+    p.id = "acme";
+    p.name = "Acme";
+    p.referral = referral;
+    REQUIRE(loyalty->CreateProgram(Ctx("create"), p).ok());
+  }
+
+  static WriteContext Ctx(const std::string& key) { return WriteContext{"k1", key, Sha256(key)}; }
+
+  // No assertions in here: the watcher thread calls it (INT64_MIN for a failed read).
+  int64_t Balance(const std::string& customer, std::string_view kind) const {
+    auto v = ledger->Read()->GetI64(Cf::kBalances, CustomerAccount("acme", customer, kind));
+    return v.ok() ? *v : INT64_MIN;
+  }
+};
+
+// Runs fn(i) on n threads released together; returns each call's refusal reason ("" for ok).
+template <typename Fn>
+std::vector<std::string> Race(int n, Fn fn) {
+  std::vector<std::string> reasons(static_cast<size_t>(n));
+  std::latch start(n);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      Result<WriteResult> r = fn(i);
+      reasons[static_cast<size_t>(i)] = r.ok() ? "" : r.status().reason();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  return reasons;
+}
+
+std::map<std::string, int> Count(const std::vector<std::string>& reasons) {
+  std::map<std::string, int> out;
+  for (const std::string& r : reasons) ++out[r];
+  return out;
+}
+
+TEST_CASE("Fifty concurrent redemptions of 10 points from 100 let exactly ten through",
+          "[loyalty][concurrency]") {
+  Fixture f;
+  EarnRequest earn;
+  earn.customer = "alice";
+  earn.points = 100;
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("earn"), "acme", earn).ok());
+
+  // A reader watches the balance all along: it must never go below zero.
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> lowest{100};
+  std::thread watcher([&] {
+    while (!done.load()) {
+      int64_t b = f.Balance("alice", acct::kAvailable);
+      if (b < lowest.load()) lowest.store(b);
+    }
+  });
+  auto reasons = Race(50, [&](int i) {
+    RedeemRequest r;
+    r.customer = "alice";
+    r.points = 10;
+    return f.loyalty->Redeem(Fixture::Ctx("redeem-" + std::to_string(i)), "acme", r);
+  });
+  done.store(true);
+  watcher.join();
+
+  auto counts = Count(reasons);
+  CHECK(counts[""] == 10);
+  CHECK(counts["insufficient_points"] == 40);
+  CHECK(counts.size() == 2);
+  CHECK(lowest.load() >= 0);
+  CHECK(f.Balance("alice", acct::kAvailable) == 0);
+  auto view = f.loyalty->GetCustomer("acme", "alice");
+  REQUIRE(view.ok());
+  CHECK(view->lifetime_redeemed == 100);
+  auto lots = f.loyalty->CustomerLots("acme", "alice", "", 50);
+  REQUIRE(lots.ok());
+  CHECK(lots->items.empty());
+}
+
+TEST_CASE("Thirty concurrent referrals of the same friend with one code let exactly one through",
+          "[loyalty][concurrency]") {
+  ReferralSettings rs;
+  rs.max_uses = 100;
+  Fixture f(rs);
+  auto code = f.loyalty->GetOrCreateCode(Fixture::Ctx("code"), "acme", "ann");
+  REQUIRE(code.ok());
+
+  auto reasons = Race(30, [&](int i) {
+    return f.loyalty->Refer(Fixture::Ctx("refer-" + std::to_string(i)), "acme", code->code.code,
+                            "fred", "");
+  });
+
+  auto counts = Count(reasons);
+  CHECK(counts[""] == 1);
+  CHECK(counts["already_referred"] == 29);
+  CHECK(counts.size() == 2);
+  CHECK(f.Balance("fred", acct::kAvailable) == rs.friend_points);
+  CHECK(f.Balance("ann", acct::kPending) == rs.advocate_points);
+  auto looked = f.loyalty->GetCode("k1", "acme", code->code.code);
+  REQUIRE(looked.ok());
+  CHECK(looked->uses == 1);
+  auto fred = f.loyalty->GetCustomer("acme", "fred");
+  REQUIRE(fred.ok());
+  CHECK(fred->referred_by == "ann");
+}
+
+TEST_CASE("A code with three uses, one spent, lets exactly two of thirty concurrent friends in",
+          "[loyalty][concurrency]") {
+  ReferralSettings rs;
+  rs.max_uses = 3;
+  Fixture f(rs);
+  auto code = f.loyalty->GetOrCreateCode(Fixture::Ctx("code"), "acme", "ann");
+  REQUIRE(code.ok());
+  REQUIRE(code->code.max_uses == 3);
+  REQUIRE(f.loyalty->Refer(Fixture::Ctx("first"), "acme", code->code.code, "early", "").ok());
+
+  auto reasons = Race(30, [&](int i) {
+    return f.loyalty->Refer(Fixture::Ctx("refer-" + std::to_string(i)), "acme", code->code.code,
+                            "friend" + std::to_string(i), "");
+  });
+
+  auto counts = Count(reasons);
+  CHECK(counts[""] == 2);
+  CHECK(counts["code_exhausted"] == 28);
+  CHECK(counts.size() == 2);
+  auto looked = f.loyalty->GetCode("k1", "acme", code->code.code);
+  REQUIRE(looked.ok());
+  CHECK(looked->uses == 3);
+  CHECK(f.Balance("ann", acct::kPending) == 3 * rs.advocate_points);
+  int referred = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto view = f.loyalty->GetCustomer("acme", "friend" + std::to_string(i));
+    if (view.ok()) {
+      ++referred;
+      CHECK(view->available == rs.friend_points);
+    }
+  }
+  CHECK(referred == 2);
+}
+
+}  // namespace
+}  // namespace tally
