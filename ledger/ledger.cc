@@ -1,5 +1,6 @@
 #include "ledger/ledger.h"
 
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -406,7 +407,10 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const LedgerOptions& options) {
   impl->clock = options.clock ? options.clock : &impl->system_clock;
   RETURN_IF_ERROR(impl->Load());
   Impl* raw = impl.get();
-  raw->writer = std::thread([raw] { raw->WriterLoop(); });
+  raw->writer = std::thread([raw] {
+    pthread_setname_np(pthread_self(), "tally-writer");
+    raw->WriterLoop();
+  });
   return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
 }
 

@@ -1,6 +1,8 @@
 #include "ledger/store.h"
 
+#include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
@@ -10,6 +12,8 @@
 
 namespace tally {
 namespace {
+
+constexpr size_t kBlockCacheBytes = 256 << 20;
 
 // RocksDB errors are converted once, here, at the boundary.
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
@@ -58,11 +62,19 @@ rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   return opt;
 }
 
-rocksdb::ColumnFamilyOptions MakeCfOptions() {
+rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::ColumnFamilyOptions cf;
   rocksdb::BlockBasedTableOptions table;
   table.format_version = 5;
+  table.block_cache = cache;
+  // The writer looks up many keys that do not exist yet (idempotency keys, business keys, new
+  // customers): bloom filters answer those without reading data blocks.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf.memtable_prefix_bloom_size_ratio = 0.05;
+  cf.memtable_whole_key_filtering = true;
   cf.compression = rocksdb::kLZ4Compression;
   cf.bottommost_compression = rocksdb::kZSTD;
   return cf;
@@ -108,7 +120,9 @@ Store::~Store() = default;
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options& options) {
   rocksdb::DBOptions db_opt = MakeDbOptions(options);
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
-  for (int i = 0; i < kCfCount; ++i) cfs.emplace_back(kCfNames[i], MakeCfOptions());
+  // One block cache shared by every column family.
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(kBlockCacheBytes);
+  for (int i = 0; i < kCfCount; ++i) cfs.emplace_back(kCfNames[i], MakeCfOptions(cache));
   auto rep = std::make_unique<Rep>();
   rep->mode = options.mode;
   rocksdb::DB* raw = nullptr;
