@@ -1,0 +1,184 @@
+// Tampering by someone who can write the data directory but does not hold the signing key:
+// adding to the log or to derived state. tally-audit verify, given the first public key, must
+// find each (docs/SECURITY.md, "A dishonest operator"). audit_test.cc covers altered and
+// removed bytes.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ledger/checkpoint.h"
+#include "ledger/clock.h"
+#include "ledger/coding.h"
+#include "ledger/entry.h"
+#include "ledger/keys.h"
+#include "ledger/ledger.h"
+#include "ledger/loyalty.h"
+#include "ledger/merkle.h"
+#include "ledger/note.h"
+#include "ledger/signer.h"
+#include "ledger/store.h"
+#include "tests/test_util.h"
+#include "tools/audit.h"
+
+namespace tally {
+namespace {
+
+using testing::TempDir;
+
+template <typename T>
+T Ok(Result<T> r) {
+  INFO(r.status().ToString());
+  REQUIRE(r.ok());
+  return std::move(r).value();
+}
+
+// A closed data directory with a program, earns and a redemption; returns its entry count.
+uint64_t WriteLedger(const std::string& data) {
+  ManualClock clock(1'790'000'000'000'000);
+  LedgerOptions o;
+  o.dir = data;
+  o.clock = &clock;
+  std::unique_ptr<Ledger> ledger = Ok(Ledger::Open(o));
+  Loyalty loyalty(ledger.get(), LoyaltyOptions{std::string(32, 's')});
+  int n = 0;
+  auto next = [&n] {
+    std::string key = "idem-" + std::to_string(++n);
+    return WriteContext{"till", key, Sha256(key)};
+  };
+  ProgramConfig acme;
+  acme.id = "acme";
+  acme.name = "Acme";
+  Ok(loyalty.CreateProgram(next(), acme));
+  for (const char* customer : {"alice", "bob", "carol"}) {
+    EarnRequest earn;
+    earn.customer = customer;
+    earn.points = 100;
+    Ok(loyalty.Earn(next(), "acme", earn));
+    clock.Advance(kMicrosPerSecond);
+  }
+  RedeemRequest redeem;
+  redeem.customer = "alice";
+  redeem.points = 30;
+  Ok(loyalty.Redeem(next(), "acme", redeem));
+  return ledger->size();
+}
+
+// An earn of 1,000,000 points for mallory as entry `id`, well formed: it decodes like any entry.
+std::string ForgedEntry(Store& store, uint64_t id) {
+  Entry e = Ok(DecodeEntry(Ok(store.Get(Cf::kEntries, EntryKey(id - 1))).value()));
+  e.id = id;
+  e.type = EntryType::kEarn;
+  e.customer = "mallory";
+  e.order_id.clear();
+  e.ref.reset();
+  e.holds = false;
+  e.lots.clear();
+  e.description = "forged";
+  e.payload.clear();
+  e.idempotency_key = "forged-1";
+  e.postings = {{"acme:customer:mallory:available", 1'000'000, 1'000'000},
+                {"acme:issued", -1'000'000, -1'000'300}};
+  REQUIRE(ValidateEntry(e).ok());
+  return EncodeEntry(e);
+}
+
+void Put(Store& store, Cf cf, std::string_view key, const std::string& value) {
+  StoreBatch b(store);
+  b.Put(cf, key, value);
+  REQUIRE(store.Write(b).ok());
+}
+
+VerifyResult VerifyWithFirstKey(const TempDir& t, const std::string& data) {
+  return Verify(VerifyOptions{data, t / "first.pub"});
+}
+
+std::string Lines(const VerifyResult& r) {
+  std::string s = r.error;
+  for (const Discrepancy& d : r.discrepancies) s += "\n" + d.ToString();
+  return s;
+}
+
+bool Mentions(const VerifyResult& r, std::string_view text) {
+  for (const Discrepancy& d : r.discrepancies) {
+    if (d.ToString().find(text) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A ledger written and closed, with a copy of its first public key beside it.
+struct Fixture {
+  TempDir t;
+  std::string data = t / "data";
+  uint64_t size = WriteLedger(data);
+  Fixture() {
+    std::filesystem::copy_file(data + "/signing.pub", t / "first.pub");
+    VerifyResult clean = VerifyWithFirstKey(t, data);
+    INFO(Lines(clean));
+    REQUIRE(clean.exit_code == kExitClean);
+  }
+  std::unique_ptr<Store> Open() { return Ok(Store::Open(data + "/db", Store::Options{})); }
+};
+
+}  // namespace
+
+TEST_CASE("Verify finds an entry added after the last checkpoint", "[audit][tamper]") {
+  Fixture f;
+  {
+    auto store = f.Open();
+    Put(*store, Cf::kEntries, EntryKey(f.size), ForgedEntry(*store, f.size));
+  }
+  VerifyResult r = VerifyWithFirstKey(f.t, f.data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  CHECK(r.entries == f.size + 1);
+  CHECK_FALSE(r.discrepancies.empty());
+}
+
+TEST_CASE("Verify finds an entry added with a checkpoint signed by another key",
+          "[audit][tamper]") {
+  Fixture f;
+  {
+    auto store = f.Open();
+    std::string forged = ForgedEntry(*store, f.size);
+    // The right root of the longer log, signed under the ledger's key name by another key.
+    MerkleFrontier tree;
+    std::vector<NodeWrite> ignored;
+    for (uint64_t id = 0; id < f.size; ++id) {
+      tree.Append(LeafHash(Ok(store->Get(Cf::kEntries, EntryKey(id))).value()), &ignored);
+    }
+    tree.Append(LeafHash(forged), &ignored);
+    std::string latest = Ok(store->Get(Cf::kMeta, kMetaCheckpoint)).value();
+    auto note = Ok(ParseNote(latest));
+    Checkpoint cp = Ok(ParseCheckpoint(note.first));
+    cp.size = f.size + 1;
+    cp.root = tree.Root();
+    Signer other = Ok(Signer::Generate(note.second.front().name));
+    std::string signed_cp = SignNote(FormatCheckpoint(cp), other);
+    StoreBatch b(*store);
+    b.Put(Cf::kEntries, EntryKey(f.size), forged);
+    b.Put(Cf::kCheckpoints, CheckpointKey(f.size + 1), signed_cp);
+    b.Put(Cf::kMeta, kMetaCheckpoint, signed_cp);
+    REQUIRE(store->Write(b).ok());
+  }
+  VerifyResult r = VerifyWithFirstKey(f.t, f.data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  CHECK(Mentions(r, "not signed by the key in force"));
+}
+
+TEST_CASE("Verify finds an added derived key", "[audit][tamper]") {
+  Fixture f;
+  {
+    auto store = f.Open();
+    Put(*store, Cf::kBalances, "acme:customer:mallory:available", EncodeI64(1'000'000));
+  }
+  VerifyResult r = VerifyWithFirstKey(f.t, f.data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  REQUIRE(r.discrepancies.size() == 1);
+  CHECK(r.discrepancies[0].cf == kCfNames[static_cast<int>(Cf::kBalances)]);
+}
+
+}  // namespace tally

@@ -1,0 +1,348 @@
+// tally-audit's command line, the secondary store every command reads through, backups, and
+// times.
+#include "tools/audit.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "ledger/signer.h"
+#include "tools/audit_internal.h"
+
+namespace tally {
+namespace audit_internal {
+
+Result<std::string> MakeTempDir() {
+  std::error_code ec;
+  std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+  if (ec) return Status::Unavailable("no temporary directory: " + ec.message());
+  std::string tmpl = (base / "tally-audit-XXXXXX").string();
+  if (mkdtemp(tmpl.data()) == nullptr) {
+    return Status::Unavailable("cannot create a temporary directory in " + base.string());
+  }
+  return tmpl;
+}
+
+Result<std::unique_ptr<SecondaryStore>> SecondaryStore::Open(const std::string& data_dir) {
+  std::string db = data_dir + "/db";
+  std::error_code ec;
+  if (!std::filesystem::is_directory(db, ec)) {
+    return Status::InvalidArgument("no Tally store at " + db);
+  }
+  ASSIGN_OR_RETURN(std::string temp, MakeTempDir());
+  std::unique_ptr<SecondaryStore> s(new SecondaryStore());
+  s->temp_dir_ = std::move(temp);
+  Store::Options options;
+  options.mode = Store::Mode::kSecondary;
+  options.create_if_missing = false;
+  options.secondary_dir = s->temp_dir_;
+  ASSIGN_OR_RETURN(s->store_, Store::Open(db, options));
+  return s;
+}
+
+SecondaryStore::~SecondaryStore() {
+  store_.reset();  // close before its files go
+  std::error_code ec;
+  std::filesystem::remove_all(temp_dir_, ec);
+}
+
+}  // namespace audit_internal
+
+// ---- times ----
+
+std::string FormatTime(int64_t us) {
+  using namespace std::chrono;
+  sys_time<microseconds> t{microseconds(us)};
+  sys_days day = floor<days>(t);
+  year_month_day ymd(day);
+  hh_mm_ss<microseconds> hms(t - day);
+  char buf[48];
+  int n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02uT%02d:%02d:%02d", int(ymd.year()),
+                        unsigned(ymd.month()), unsigned(ymd.day()), int(hms.hours().count()),
+                        int(hms.minutes().count()), int(hms.seconds().count()));
+  std::string out(buf, static_cast<size_t>(n));
+  if (hms.subseconds().count() != 0) {
+    std::snprintf(buf, sizeof(buf), ".%06lld", static_cast<long long>(hms.subseconds().count()));
+    out += buf;
+  }
+  return out + "Z";
+}
+
+namespace {
+
+// Reads `n` decimal digits at `pos`.
+bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
+  if (s.size() < pos + n) return false;
+  int v = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    if (s[i] < '0' || s[i] > '9') return false;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// The fraction after the seconds, truncated to microseconds; at least one digit.
+bool Fraction(std::string_view s, size_t* pos, int64_t* micros) {
+  size_t start = *pos;
+  int64_t v = 0;
+  for (; *pos < s.size() && s[*pos] >= '0' && s[*pos] <= '9'; ++*pos) {
+    if (*pos - start < 6) v = v * 10 + (s[*pos] - '0');
+  }
+  if (*pos == start) return false;
+  for (size_t i = *pos - start; i < 6; ++i) v *= 10;
+  *micros = v;
+  return true;
+}
+
+}  // namespace
+
+Result<int64_t> ParseTime(std::string_view s) {
+  using namespace std::chrono;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  // The shortest form is "YYYY-MM-DDTHH:MM:SSZ": 20 characters.
+  bool ok = s.size() >= 20 && Digits(s, 0, 4, &y) && s[4] == '-' && Digits(s, 5, 2, &mo) &&
+            s[7] == '-' && Digits(s, 8, 2, &d) && (s[10] == 'T' || s[10] == 't') &&
+            Digits(s, 11, 2, &h) && s[13] == ':' && Digits(s, 14, 2, &mi) && s[16] == ':' &&
+            Digits(s, 17, 2, &sec);
+  size_t pos = 19;
+  int64_t micros = 0;
+  if (ok && s[pos] == '.') {
+    ++pos;
+    ok = Fraction(s, &pos, &micros);
+  }
+  std::string_view zone = ok ? s.substr(pos) : "";
+  year_month_day ymd{year(y), month(static_cast<unsigned>(mo)), day(static_cast<unsigned>(d))};
+  ok = ok && (zone == "Z" || zone == "z" || zone == "+00:00") && ymd.ok() && y >= 1970 && h < 24 &&
+       mi < 60 && sec < 60;
+  if (!ok) return Status::InvalidArgument("not an RFC 3339 UTC time: " + std::string(s));
+  int64_t seconds = sys_days(ymd).time_since_epoch().count() * 86400LL + h * 3600 + mi * 60 + sec;
+  return seconds * 1'000'000 + micros;
+}
+
+// ---- backup ----
+
+namespace {
+
+Status CopyFile(const std::string& from, const std::string& to, bool owner_only) {
+  std::error_code ec;
+  std::filesystem::copy_file(from, to, ec);
+  if (ec) return Status::Unavailable("cannot copy " + from + ": " + ec.message());
+  if (owner_only) {
+    std::filesystem::permissions(
+        to, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
+    if (ec) return Status::Unavailable("cannot restrict " + to + ": " + ec.message());
+  }
+  return Status::Ok();
+}
+
+Status CopyBackup(const std::string& data_dir, const std::string& out_dir, bool with_secrets) {
+  ASSIGN_OR_RETURN(auto source, audit_internal::SecondaryStore::Open(data_dir));
+  std::error_code ec;
+  std::filesystem::create_directories(out_dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + out_dir + ": " + ec.message());
+  RETURN_IF_ERROR(source->store().CreateCheckpoint(out_dir + "/db"));
+  RETURN_IF_ERROR(CopyFile(data_dir + "/signing.pub", out_dir + "/signing.pub", false));
+  if (!with_secrets) return Status::Ok();
+  RETURN_IF_ERROR(CopyFile(data_dir + "/signing.key", out_dir + "/signing.key", true));
+  if (std::filesystem::exists(data_dir + "/api.secret", ec)) {
+    RETURN_IF_ERROR(CopyFile(data_dir + "/api.secret", out_dir + "/api.secret", true));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Backup(const std::string& data_dir, const std::string& out_dir, bool with_secrets) {
+  std::error_code ec;
+  if (std::filesystem::exists(out_dir, ec)) {
+    return Status::InvalidArgument(out_dir + " exists: a backup goes to a new directory");
+  }
+  Status st = CopyBackup(data_dir, out_dir, with_secrets);
+  if (!st.ok()) std::filesystem::remove_all(out_dir, ec);  // no half backup left behind
+  return st;
+}
+
+// ---- command line ----
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage:\n"
+    "  tally-audit verify --data DIR [--public-key FILE] [--report FILE]\n"
+    "  tally-audit report --data DIR --program P [--from T] [--to T] [--format json|csv]\n"
+    "  tally-audit export --data DIR [--format jsonl|ledger]\n"
+    "  tally-audit verify-receipt --receipt FILE --public-key FILE\n"
+    "  tally-audit backup --data DIR --out DIR2 [--with-key]\n"
+    "exit codes: 0 clean, 1 discrepancy (or invalid receipt), 2 could not run\n";
+
+struct Flags {
+  std::map<std::string, std::string> values;
+  std::set<std::string> switches;
+  std::string Get(const std::string& name, const std::string& fallback = {}) const {
+    auto it = values.find(name);
+    return it == values.end() ? fallback : it->second;
+  }
+};
+
+// Parses "--name value" pairs and bare "--switch"es after the command. Every name in
+// `required` must be given.
+Result<Flags> ParseFlags(const std::vector<std::string>& args, const std::set<std::string>& known,
+                         const std::set<std::string>& switches,
+                         const std::set<std::string>& required) {
+  Flags f;
+  for (size_t i = 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (switches.count(a)) {
+      f.switches.insert(a);
+    } else if (!known.count(a)) {
+      return Status::InvalidArgument("unknown flag " + a);
+    } else if (i + 1 == args.size()) {
+      return Status::InvalidArgument(a + " needs a value");
+    } else if (!f.values.emplace(a, args[++i]).second) {
+      return Status::InvalidArgument(a + " given twice");
+    }
+  }
+  for (const std::string& r : required) {
+    if (!f.values.count(r)) return Status::InvalidArgument(r + " is required");
+  }
+  return f;
+}
+
+int CannotRun(std::ostream& err, const std::string& why) {
+  err << "tally-audit: " << why << "\n";
+  return kExitCannotRun;
+}
+
+Status WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << text;
+  f.close();
+  return f ? Status::Ok() : Status::Unavailable("cannot write " + path);
+}
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::NotFound("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+int RunVerify(const Flags& f, std::ostream& out, std::ostream& err) {
+  VerifyOptions o{f.Get("--data"), f.Get("--public-key")};
+  VerifyResult r = Verify(o);
+  if (r.exit_code == kExitCannotRun) return CannotRun(err, r.error);
+  for (const Discrepancy& d : r.discrepancies) out << "DISCREPANCY " << d.ToString() << "\n";
+  char rate[64];
+  std::snprintf(rate, sizeof(rate), "%.0f entries/s (%.2f s)",
+                r.total_seconds > 0 ? static_cast<double>(r.entries) / r.total_seconds : 0.0,
+                r.total_seconds);
+  out << (r.discrepancies.empty()
+              ? "verify: clean"
+              : "verify: " + std::to_string(r.discrepancies.size()) + " discrepancies")
+      << ": " << r.entries << " entries, " << r.checkpoints << " checkpoints, " << r.derived_keys
+      << " derived keys compared, " << rate << "\n";
+  if (f.values.count("--report")) {
+    Status st = WriteFile(f.Get("--report"), VerifyReportJson(o, r));
+    if (!st.ok()) return CannotRun(err, st.message());
+  }
+  return r.exit_code;
+}
+
+Result<ReportOptions> ReportOptionsFrom(const Flags& f) {
+  ReportOptions o{f.Get("--data"), f.Get("--program"), 0, 0};
+  if (f.values.count("--from")) {
+    ASSIGN_OR_RETURN(o.from_us, ParseTime(f.Get("--from")));
+  }
+  if (f.values.count("--to")) {
+    ASSIGN_OR_RETURN(o.to_us, ParseTime(f.Get("--to")));
+  } else {
+    o.to_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  }
+  return o;
+}
+
+int RunReport(const Flags& f, std::ostream& out, std::ostream& err) {
+  std::string format = f.Get("--format", "json");
+  if (format != "json" && format != "csv") return CannotRun(err, "--format is json or csv");
+  auto o = ReportOptionsFrom(f);
+  if (!o.ok()) return CannotRun(err, o.status().message());
+  auto report = BuildReport(*o);
+  if (!report.ok()) {
+    err << "tally-audit: " << report.status().message() << "\n";
+    return report.status().code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
+  }
+  out << (format == "json" ? ReportJson(*report) : ReportCsv(*report));
+  return kExitClean;
+}
+
+int RunExport(const Flags& f, std::ostream& out, std::ostream& err) {
+  std::string format = f.Get("--format", "jsonl");
+  if (format != "jsonl" && format != "ledger") return CannotRun(err, "--format is jsonl or ledger");
+  Status st = Export(f.Get("--data"),
+                     format == "jsonl" ? ExportFormat::kJsonl : ExportFormat::kLedger, out);
+  if (st.ok()) return kExitClean;
+  err << "tally-audit: " << st.message() << "\n";
+  return st.code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
+}
+
+int RunVerifyReceipt(const Flags& f, std::ostream& out, std::ostream& err) {
+  auto text = ReadFile(f.Get("--receipt"));
+  if (!text.ok()) return CannotRun(err, text.status().message());
+  auto key = ReadPublicKeyPem(f.Get("--public-key"));
+  if (!key.ok()) return CannotRun(err, "public key: " + key.status().message());
+  auto check = VerifyReceipt(*text, *key);
+  if (!check.ok()) return CannotRun(err, check.status().message());
+  out << (check->valid ? "valid: " : "invalid: ") << check->detail << "\n";
+  return check->valid ? kExitClean : kExitDiscrepancy;
+}
+
+int RunBackup(const Flags& f, std::ostream& out, std::ostream& err) {
+  std::string to = f.Get("--out");
+  Status st = Backup(f.Get("--data"), to, f.switches.count("--with-key") > 0);
+  if (!st.ok()) return CannotRun(err, "backup: " + st.message());
+  out << "backup written to " << to << "; verifying it\n";
+  return RunVerify(Flags{{{"--data", to}}, {}}, out, err);
+}
+
+}  // namespace
+
+int RunAudit(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  using Runner = int (*)(const Flags&, std::ostream&, std::ostream&);
+  struct Command {
+    std::set<std::string> known, switches, required;
+    Runner run;
+  };
+  static const std::map<std::string, Command> kCommands = {
+      {"verify", {{"--data", "--public-key", "--report"}, {}, {"--data"}, RunVerify}},
+      {"report",
+       {{"--data", "--program", "--from", "--to", "--format"},
+        {},
+        {"--data", "--program"},
+        RunReport}},
+      {"export", {{"--data", "--format"}, {}, {"--data"}, RunExport}},
+      {"verify-receipt",
+       {{"--receipt", "--public-key"}, {}, {"--receipt", "--public-key"}, RunVerifyReceipt}},
+      {"backup", {{"--data", "--out"}, {"--with-key"}, {"--data", "--out"}, RunBackup}},
+  };
+  if (args.empty() || args[0] == "--help" || args[0] == "help") {
+    (args.empty() ? err : out) << kUsage;
+    return args.empty() ? kExitCannotRun : kExitClean;
+  }
+  auto it = kCommands.find(args[0]);
+  if (it == kCommands.end()) return CannotRun(err, "unknown command " + args[0] + "\n" + kUsage);
+  auto flags = ParseFlags(args, it->second.known, it->second.switches, it->second.required);
+  if (!flags.ok()) return CannotRun(err, flags.status().message() + "\n" + kUsage);
+  return it->second.run(*flags, out, err);
+}
+
+}  // namespace tally

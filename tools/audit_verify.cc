@@ -1,0 +1,432 @@
+// tally-audit verify. Two threads read the same snapshot: the first replays the log into fresh
+// derived state (RebuildState) and compares it with the store (CompareDerivedState); the second
+// rehashes the log into its own Merkle tree and checks every stored checkpoint against it, and
+// the signing-key chain. Neither waits for the other until both are done.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "ledger/base64.h"
+#include "ledger/checkpoint.h"
+#include "ledger/coding.h"
+#include "ledger/entry.h"
+#include "ledger/keys.h"
+#include "ledger/merkle.h"
+#include "ledger/note.h"
+#include "ledger/records.h"
+#include "ledger/signer.h"
+#include "tools/audit.h"
+#include "tools/audit_internal.h"
+
+namespace tally {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+double SecondsSince(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+// A key checkpoints may be signed with: the raw Ed25519 key and the signed-note key name its
+// rotation record gives ("" for the first key, whose name is not recorded: any name whose key
+// id matches the key).
+struct TrustedKey {
+  std::string name;
+  std::string raw;
+};
+
+struct StoredCheckpoint {
+  uint64_t size = 0;  // from the column family key
+  std::string note;
+  std::optional<Hash> log_root;  // the rebuilt root at `size`, if the log is that long
+};
+
+struct Rotation {
+  uint64_t leaf = 0;  // position of the signing_key entry in the log
+  SigningKeyRecord record;
+};
+
+// The second thread's work and findings.
+struct LogPass {
+  std::vector<StoredCheckpoint> checkpoints;  // ascending size
+  std::vector<Rotation> rotations;            // log order
+  MemoryNodeStore nodes;                      // every complete node of the rebuilt tree
+  MerkleFrontier frontier;
+  std::vector<Discrepancy> found;
+  std::vector<std::string> keys;  // verifier keys of the chain, first key first
+};
+
+const char* CfName(Cf cf) { return kCfNames[static_cast<int>(cf)]; }
+
+Discrepancy At(Cf cf, std::string_view key, std::optional<uint64_t> entry, std::string what,
+               std::string expected, std::string found) {
+  Discrepancy d;
+  d.what = std::move(what);
+  d.cf = CfName(cf);
+  d.key = HexEncode(key);
+  d.entry_id = entry;
+  d.expected = std::move(expected);
+  d.found = std::move(found);
+  return d;
+}
+
+Discrepancy AtCheckpoint(std::string what, uint64_t size, std::string expected = {},
+                         std::string found = {}) {
+  return At(Cf::kCheckpoints, CheckpointKey(size), std::nullopt, std::move(what),
+            std::move(expected), std::move(found));
+}
+
+Discrepancy AtEntry(std::string what, uint64_t id, std::string expected = {},
+                    std::string found = {}) {
+  return At(Cf::kEntries, EntryKey(id), id, std::move(what), std::move(expected), std::move(found));
+}
+
+Discrepancy AtMeta(std::string what, std::string_view key, std::string expected = {},
+                   std::string found = {}) {
+  return At(Cf::kMeta, key, std::nullopt, std::move(what), std::move(expected), std::move(found));
+}
+
+Status LoadCheckpoints(const Store& store, const Snapshot* snap, LogPass* pass) {
+  return store.Scan(Cf::kCheckpoints, "", "", false, snap,
+                    [&](std::string_view k, std::string_view v) {
+                      if (k.size() == 8) {
+                        pass->checkpoints.push_back({DecodeU64(k), std::string(v), {}});
+                      } else {
+                        pass->found.push_back(At(Cf::kCheckpoints, k, std::nullopt,
+                                                 "checkpoint key is not an 8-byte size", "", ""));
+                      }
+                      return true;
+                    });
+}
+
+// Records a signing_key entry of the log (the other thread reports entries that do not decode).
+void NoteRotation(std::string_view bytes, uint64_t leaf, LogPass* pass) {
+  auto e = DecodeEntry(bytes);
+  if (!e.ok() || e->type != EntryType::kSigningKey) return;
+  auto record = DecodeSigningKey(e->payload);
+  if (!record.ok()) {
+    pass->found.push_back(
+        AtEntry("signing key record does not decode: " + record.status().message(), leaf));
+    return;
+  }
+  pass->rotations.push_back({leaf, std::move(record).value()});
+}
+
+// Rehashes the log, keeping every node, and notes the root at each checkpointed size.
+Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
+  auto& cps = pass->checkpoints;
+  size_t next = 0;
+  for (; next < cps.size() && cps[next].size == 0; ++next) cps[next].log_root = EmptyTreeRoot();
+  std::vector<NodeWrite> writes;
+  return store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view, std::string_view v) {
+    uint64_t leaf = pass->frontier.size();
+    writes.clear();
+    pass->frontier.Append(LeafHash(v), &writes);
+    for (const NodeWrite& w : writes) pass->nodes.Put(w);
+    for (; next < cps.size() && cps[next].size == pass->frontier.size(); ++next) {
+      cps[next].log_root = pass->frontier.Root();
+    }
+    NoteRotation(v, leaf, pass);
+    return true;
+  });
+}
+
+// OK iff the note carries a valid signature by `key` (by its name, if it has one).
+Status VerifySignature(std::string_view note, const std::vector<NoteSignature>& sigs,
+                       const TrustedKey& key) {
+  for (const NoteSignature& s : sigs) {
+    if (!key.name.empty() && s.name != key.name) continue;
+    if (s.key_id != NoteKeyId(s.name, key.raw)) continue;
+    return VerifyNote(note, Verifier(s.name, key.raw), nullptr);
+  }
+  return Status::InvalidArgument("no signature line by the key");
+}
+
+std::string Signers(const std::vector<NoteSignature>& sigs) {
+  std::string s;
+  for (const NoteSignature& sig : sigs) {
+    char id[9];
+    std::snprintf(id, sizeof(id), "%08x", sig.key_id);
+    s += (s.empty() ? "" : ", ") + sig.name + "+" + id;
+  }
+  return s;
+}
+
+// The verifier key, or for the first key (whose name the log does not record) the raw key.
+std::string Describe(const TrustedKey& key) {
+  return key.name.empty() ? "key " + Base64Encode(key.raw) : VerifierKey(key.name, key.raw);
+}
+
+// Checks one stored checkpoint on its own; returns it parsed, or nullopt if it does not parse.
+std::optional<Checkpoint> CheckCheckpoint(const StoredCheckpoint& c, const TrustedKey& key,
+                                          std::string* origin, std::vector<Discrepancy>* found) {
+  auto parsed = ParseNote(c.note);
+  if (!parsed.ok()) {
+    found->push_back(
+        AtCheckpoint("checkpoint note does not parse: " + parsed.status().message(), c.size));
+    return std::nullopt;
+  }
+  auto cp = ParseCheckpoint(parsed->first);
+  if (!cp.ok()) {
+    found->push_back(AtCheckpoint("checkpoint does not parse: " + cp.status().message(), c.size));
+    return std::nullopt;
+  }
+  if (cp->size != c.size) {
+    found->push_back(AtCheckpoint("checkpoint size differs from its key", c.size,
+                                  std::to_string(c.size), std::to_string(cp->size)));
+  }
+  if (origin->empty()) *origin = cp->origin;
+  if (cp->origin != *origin) {
+    found->push_back(AtCheckpoint("checkpoint origin differs", c.size, *origin, cp->origin));
+  }
+  if (!c.log_root) {
+    found->push_back(AtCheckpoint("checkpoint is beyond the end of the log", c.size));
+  } else if (cp->root != *c.log_root) {
+    found->push_back(AtCheckpoint("checkpoint root is not the log's root at its size", c.size,
+                                  HashToHex(*c.log_root), HashToHex(cp->root)));
+  }
+  Status sig = VerifySignature(c.note, parsed->second, key);
+  if (!sig.ok()) {
+    found->push_back(AtCheckpoint("checkpoint is not signed by the key in force: " + sig.message(),
+                                  c.size, Describe(key), Signers(parsed->second)));
+  }
+  return std::move(cp).value();
+}
+
+// RFC 9162 consistency of two successive checkpoints, with a proof from the rebuilt tree.
+void CheckConsistency(const Checkpoint& older, const Checkpoint& newer, LogPass* pass) {
+  if (older.size == 0 || newer.size > pass->frontier.size()) return;
+  auto proof = ConsistencyProof(pass->nodes, older.size, newer.size);
+  Status st = proof.ok() ? VerifyConsistency(older.size, newer.size, *proof, older.root, newer.root)
+                         : proof.status();
+  if (!st.ok()) {
+    pass->found.push_back(AtCheckpoint("checkpoint is not consistent with the checkpoint of size " +
+                                           std::to_string(older.size) + ": " + st.message(),
+                                       newer.size));
+  }
+}
+
+// Checks that a rotation is endorsed by the chain's head, then makes its key the head.
+void LinkRotation(const Rotation& rot, TrustedKey* head, LogPass* pass) {
+  const SigningKeyRecord& r = rot.record;
+  bool named = IsValidKeyName(r.name);
+  if (!named) pass->found.push_back(AtEntry("signing key name is not valid", rot.leaf));
+  if (r.previous_key != head->raw) {
+    pass->found.push_back(AtEntry("signing key does not replace the key in force", rot.leaf,
+                                  HexEncode(head->raw), HexEncode(r.previous_key)));
+  } else {
+    // Only the raw key verifies an endorsement; the name given to the Verifier is not used.
+    Verifier previous("endorsement", head->raw);
+    if (!previous.Verify(EndorsementMessage(r.name, r.public_key), r.endorsement)) {
+      pass->found.push_back(AtEntry("signing key endorsement does not verify", rot.leaf));
+    }
+  }
+  // Follow the log's chain even past a broken link, so that one fault is reported once.
+  *head = TrustedKey{named ? r.name : "", r.public_key};
+  pass->keys.push_back(named ? VerifierKey(r.name, r.public_key) : HexEncode(r.public_key));
+}
+
+// The first key of the chain. An explicit --public-key is the first key. DIR/signing.pub is
+// the current key: the first one, or the latest of the chain, whose first key is then the one
+// the first rotation replaced.
+TrustedKey FirstKey(const std::string& given, bool explicit_key, LogPass* pass) {
+  const auto& rots = pass->rotations;
+  if (explicit_key || rots.empty() || rots.front().record.previous_key == given) {
+    return TrustedKey{"", given};
+  }
+  if (rots.back().record.public_key == given) {
+    return TrustedKey{"", rots.front().record.previous_key};
+  }
+  pass->found.push_back(AtEntry("signing.pub is neither the first nor the latest key of the log",
+                                rots.back().leaf, HexEncode(rots.back().record.public_key),
+                                HexEncode(given)));
+  return TrustedKey{"", given};
+}
+
+// Walks checkpoints and rotations in log order. The checkpoint that first covers a rotation
+// entry is signed by the key it replaces; later checkpoints by the new key.
+void CheckChain(const TrustedKey& first, LogPass* pass) {
+  pass->keys.push_back(Describe(first));
+  TrustedKey head = first, signing = first;
+  bool rotated = false;
+  size_t next_rotation = 0;
+  std::string origin;
+  std::optional<Checkpoint> previous;
+  for (const StoredCheckpoint& c : pass->checkpoints) {
+    for (; next_rotation < pass->rotations.size() && pass->rotations[next_rotation].leaf < c.size;
+         ++next_rotation) {
+      LinkRotation(pass->rotations[next_rotation], &head, pass);
+      rotated = true;
+    }
+    std::optional<Checkpoint> cp = CheckCheckpoint(c, signing, &origin, &pass->found);
+    if (cp && previous) CheckConsistency(*previous, *cp, pass);
+    if (cp) previous = std::move(cp);
+    if (rotated) signing = head;
+    rotated = false;
+  }
+  for (; next_rotation < pass->rotations.size(); ++next_rotation) {
+    LinkRotation(pass->rotations[next_rotation], &head, pass);
+  }
+}
+
+// The default column family holds the latest checkpoint: the stored one of the full log (and,
+// replicated, the stream position and writer id, which the log does not determine).
+Status CheckMeta(const Store& store, const Snapshot* snap, LogPass* pass) {
+  std::optional<std::string> latest;
+  RETURN_IF_ERROR(
+      store.Scan(Cf::kMeta, "", "", false, snap, [&](std::string_view k, std::string_view v) {
+        if (k == kMetaCheckpoint) {
+          latest = std::string(v);
+        } else if (k != kMetaFormat && k != kMetaStreamSeq && k != kMetaWriterId) {
+          pass->found.push_back(AtMeta("unknown key in the default column family", k));
+        }
+        return true;
+      }));
+  uint64_t size = pass->frontier.size();
+  const StoredCheckpoint* full = nullptr;
+  for (const StoredCheckpoint& c : pass->checkpoints) {
+    if (c.size == size) full = &c;
+  }
+  if (size > 0 && full == nullptr) {
+    pass->found.push_back(AtCheckpoint("no stored checkpoint covers the whole log", size));
+  }
+  if (!latest) {
+    if (size > 0) pass->found.push_back(AtMeta("latest checkpoint is missing", kMetaCheckpoint));
+  } else if (full == nullptr || *latest != full->note) {
+    pass->found.push_back(AtMeta("latest checkpoint is not the checkpoint of the whole log (size " +
+                                     std::to_string(size) + ")",
+                                 kMetaCheckpoint, full ? full->note : "a checkpoint of that size",
+                                 *latest));
+  }
+  return Status::Ok();
+}
+
+Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& key,
+                  bool explicit_key, LogPass* pass) {
+  RETURN_IF_ERROR(LoadCheckpoints(store, snap, pass));
+  RETURN_IF_ERROR(HashLog(store, snap, pass));
+  CheckChain(FirstKey(key, explicit_key, pass), pass);
+  return CheckMeta(store, snap, pass);
+}
+
+// Names the entry a derived key belongs to where the key says it: a leaf hash of the tree, a
+// hold, or a customer's or program's index of entries (which keep ~id at their end).
+void NameEntries(std::vector<Discrepancy>* found) {
+  for (Discrepancy& d : *found) {
+    if (d.entry_id || d.key.size() < 16) continue;
+    uint64_t tail = std::strtoull(d.key.substr(d.key.size() - 16).c_str(), nullptr, 16);
+    if (d.cf == CfName(Cf::kTree) && d.key.size() == 18 && d.key.starts_with("00")) {
+      d.entry_id = tail;
+    } else if (d.cf == CfName(Cf::kHolds) && d.key.size() == 16) {
+      d.entry_id = tail;
+    } else if (d.cf == CfName(Cf::kCustomerEntries) || d.cf == CfName(Cf::kProgramEntries)) {
+      d.entry_id = ~tail;
+    }
+  }
+}
+
+uint64_t CountDerivedKeys(const MemoryState& state) {
+  uint64_t n = 0;
+  for (int i = 0; i < kCfCount; ++i) {
+    if (IsDerivedCf(static_cast<Cf>(i))) n += state.map(static_cast<Cf>(i)).size();
+  }
+  return n;
+}
+
+// Replays and compares on this thread while the log pass runs on another.
+Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
+               VerifyResult* r) {
+  LogPass pass;
+  Status log_status;
+  std::thread log_thread([&] {
+    auto start = SteadyClock::now();
+    log_status = RunLogPass(store, snap, key, explicit_key, &pass);
+    r->log_seconds = SecondsSince(start);
+  });
+  auto start = SteadyClock::now();
+  RebuildResult rebuilt;
+  Status st = RebuildState(store, snap, &rebuilt, &r->discrepancies);
+  r->rebuild_seconds = SecondsSince(start);
+  start = SteadyClock::now();
+  if (st.ok()) st = CompareDerivedState(store, snap, rebuilt.state, &r->discrepancies);
+  r->compare_seconds = SecondsSince(start);
+  log_thread.join();
+  RETURN_IF_ERROR(st);
+  RETURN_IF_ERROR(log_status);
+  TALLY_CHECK(rebuilt.frontier == pass.frontier);  // both hashed the same snapshot
+  r->entries = rebuilt.entries;
+  r->checkpoints = pass.checkpoints.size();
+  r->derived_keys = CountDerivedKeys(rebuilt.state);
+  r->keys = std::move(pass.keys);
+  for (Discrepancy& d : pass.found) r->discrepancies.push_back(std::move(d));
+  NameEntries(&r->discrepancies);
+  return Status::Ok();
+}
+
+}  // namespace
+
+VerifyResult Verify(const VerifyOptions& options) {
+  auto start = SteadyClock::now();
+  VerifyResult r;
+  auto opened = audit_internal::SecondaryStore::Open(options.data_dir);
+  if (!opened.ok()) {
+    r.error = opened.status().message();
+    return r;
+  }
+  bool explicit_key = !options.public_key_path.empty();
+  std::string key_path = explicit_key ? options.public_key_path : options.data_dir + "/signing.pub";
+  auto key = ReadPublicKeyPem(key_path);
+  if (!key.ok()) {
+    r.error = "cannot read the public key " + key_path + ": " + key.status().message();
+    return r;
+  }
+  r.open_seconds = SecondsSince(start);
+  Status st = RunBoth((*opened)->store(), (*opened)->snapshot(), *key, explicit_key, &r);
+  if (!st.ok()) {
+    r.error = "cannot read the store: " + st.message();
+    return r;
+  }
+  r.total_seconds = SecondsSince(start);
+  r.exit_code = r.discrepancies.empty() ? kExitClean : kExitDiscrepancy;
+  return r;
+}
+
+std::string VerifyReportJson(const VerifyOptions& options, const VerifyResult& r) {
+  using Json = nlohmann::ordered_json;
+  Json found = Json::array();
+  for (const Discrepancy& d : r.discrepancies) {
+    Json j;
+    j["what"] = d.what;
+    j["cf"] = d.cf;
+    j["key"] = d.key;
+    j["entry_id"] = d.entry_id ? Json(*d.entry_id) : Json(nullptr);
+    j["expected"] = d.expected;
+    j["found"] = d.found;
+    found.push_back(std::move(j));
+  }
+  Json j;
+  j["data"] = options.data_dir;
+  j["public_key"] =
+      options.public_key_path.empty() ? options.data_dir + "/signing.pub" : options.public_key_path;
+  j["exit_code"] = r.exit_code;
+  if (!r.error.empty()) j["error"] = r.error;
+  j["entries"] = r.entries;
+  j["tree_size"] = r.entries;
+  j["checkpoints"] = r.checkpoints;
+  j["derived_keys"] = r.derived_keys;
+  j["keys"] = r.keys;
+  j["discrepancy_count"] = r.discrepancies.size();
+  j["discrepancies"] = std::move(found);
+  j["seconds"] = Json{{"open", r.open_seconds},
+                      {"log", r.log_seconds},
+                      {"rebuild", r.rebuild_seconds},
+                      {"compare", r.compare_seconds},
+                      {"total", r.total_seconds}};
+  j["entries_per_second"] =
+      r.total_seconds > 0 ? static_cast<double>(r.entries) / r.total_seconds : 0.0;
+  return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+}
+
+}  // namespace tally
