@@ -1,7 +1,6 @@
-// Receipts checked the way an outside verifier would: with a verifier written here from the RFC
-// 9162 and C2SP texts (not the ledger's own), OpenSSL for Ed25519, and nothing but the public key.
-#include <openssl/evp.h>
-
+// Receipts checked the way an outside verifier would: with a verifier written from the RFC 9162 and
+// C2SP texts (tests/receipt_verifier.h, not the ledger's own), OpenSSL for Ed25519, and nothing
+// but the public key.
 #include <catch2/catch.hpp>
 #include <set>
 #include <thread>
@@ -13,105 +12,22 @@
 #include "ledger/records.h"
 #include "ledger/signer.h"
 #include "tests/ledger/ledger_test_util.h"
+#include "tests/receipt_verifier.h"
 #include "tests/test_util.h"
 
 namespace tally {
 namespace {
 
-using Bytes = std::string;
+using testing::Bytes;
+using testing::Ed25519Verify;
+using testing::ParsedNote;
+using testing::ParseSignedNote;
 
-Bytes Sha(const Bytes& data) {
-  unsigned char out[32];
-  unsigned int len = 0;
-  REQUIRE(EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr) == 1);
-  return Bytes(reinterpret_cast<char*>(out), len);
-}
-
-// RFC 9162 section 2.1.3.2, step by step.
-bool VerifyInclusionFromRfc(uint64_t leaf_index, uint64_t tree_size, const Bytes& leaf,
-                            const std::vector<Bytes>& path, const Bytes& root) {
-  if (leaf_index >= tree_size) return false;
-  uint64_t fn = leaf_index, sn = tree_size - 1;
-  Bytes r = Sha(Bytes(1, '\0') + leaf);
-  for (const Bytes& p : path) {
-    if (sn == 0) return false;
-    if ((fn & 1) == 1 || fn == sn) {
-      r = Sha(Bytes(1, '\1') + p + r);
-      if ((fn & 1) == 0) {
-        while ((fn & 1) == 0 && fn != 0) {
-          fn >>= 1;
-          sn >>= 1;
-        }
-      }
-    } else {
-      r = Sha(Bytes(1, '\1') + r + p);
-    }
-    fn >>= 1;
-    sn >>= 1;
-  }
-  return sn == 0 && r == root;
-}
-
-struct ParsedNote {
-  Bytes text, name, sig;
-  uint32_t key_id = 0;
-};
-
-// C2SP signed-note: text, a blank line, "— name base64(keyid || sig)" lines.
-bool ParseSignedNote(const Bytes& note, ParsedNote* out) {
-  size_t split = note.find("\n\n");
-  if (split == Bytes::npos) return false;
-  out->text = note.substr(0, split + 1);
-  Bytes line = note.substr(split + 2);
-  const Bytes dash = "\xE2\x80\x94 ";
-  if (line.compare(0, dash.size(), dash) != 0 || line.back() != '\n') return false;
-  line = line.substr(dash.size(), line.size() - dash.size() - 1);
-  size_t space = line.find(' ');
-  if (space == Bytes::npos) return false;
-  out->name = line.substr(0, space);
-  auto blob = Base64Decode(line.substr(space + 1));
-  if (!blob.ok() || blob->size() != 68) return false;
-  out->key_id = (uint32_t(uint8_t((*blob)[0])) << 24) | (uint32_t(uint8_t((*blob)[1])) << 16) |
-                (uint32_t(uint8_t((*blob)[2])) << 8) | uint32_t(uint8_t((*blob)[3]));
-  out->sig = blob->substr(4);
-  return true;
-}
-
-bool Ed25519Verify(const Bytes& pub, const Bytes& msg, const Bytes& sig) {
-  EVP_PKEY* key = EVP_PKEY_new_raw_public_key(
-      EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(pub.data()), pub.size());
-  if (!key) return false;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  bool ok = EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, key) == 1 &&
-            EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
-                             reinterpret_cast<const unsigned char*>(msg.data()), msg.size()) == 1;
-  EVP_MD_CTX_free(ctx);
-  EVP_PKEY_free(key);
-  return ok;
-}
-
-uint32_t KeyIdFromSpec(const Bytes& name, const Bytes& pub) {
-  Bytes h = Sha(name + "\n" + Bytes(1, '\x01') + pub);
-  return (uint32_t(uint8_t(h[0])) << 24) | (uint32_t(uint8_t(h[1])) << 16) |
-         (uint32_t(uint8_t(h[2])) << 8) | uint32_t(uint8_t(h[3]));
-}
-
-// A receipt is valid under `pub` when the leaf is included in the tree of the checkpoint's size
-// with the checkpoint's root, and the checkpoint is signed by pub.
+// The independent verifier (tests/receipt_verifier.h) applied to the ledger's Receipt.
 bool VerifyReceiptIndependently(const Receipt& r, const Bytes& pub) {
-  ParsedNote note;
-  if (!ParseSignedNote(r.checkpoint, &note)) return false;
-  if (note.key_id != KeyIdFromSpec(note.name, pub)) return false;
-  if (!Ed25519Verify(pub, note.text, note.sig)) return false;
-  // tlog-checkpoint: origin, size, base64 root.
-  size_t a = note.text.find('\n'), b = note.text.find('\n', a + 1);
-  if (a == Bytes::npos || b == Bytes::npos) return false;
-  uint64_t size = std::stoull(note.text.substr(a + 1, b - a - 1));
-  auto root = Base64Decode(note.text.substr(b + 1, note.text.find('\n', b + 1) - b - 1));
-  if (!root.ok() || size != r.tree_size) return false;
   std::vector<Bytes> path;
   for (const Hash& h : r.inclusion_proof) path.emplace_back(AsBytes(h));
-  return VerifyInclusionFromRfc(r.leaf_index, size, r.entry, path, *root);
+  return testing::VerifyReceiptBytes(r.leaf_index, r.entry, path, r.checkpoint, pub, r.tree_size);
 }
 
 std::unique_ptr<Ledger> Open(const std::string& dir) {
