@@ -3,10 +3,14 @@
 # Usage: scripts/install-deps.sh [--test]   (--test adds what the test suite needs)
 set -euo pipefail
 
+# libnats-dev and nats-server: replication on NATS JetStream (tallyd --replicate / --follow links
+# libnats; the replication tests run a nats-server cluster).
 pkgs=(build-essential cmake pkg-config libboost1.81-dev librocksdb-dev libssl-dev
-      nlohmann-json3-dev)
+      nlohmann-json3-dev libnats-dev nats-server)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(catch2 clang-format ledger curl python3)
+  # fiu-utils: fiu-run, which injects I/O errors under tallyd (tests/crash/faults_test.cc).
+  # clang-14 and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): scripts/fuzz.sh.
+  pkgs+=(catch2 clang-format ledger curl python3 fiu-utils clang-14 libclang-rt-14-dev)
 fi
 
 missing=()

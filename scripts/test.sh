@@ -2,8 +2,10 @@
 # Installs what is missing, builds, and runs the whole test suite:
 #   1. clang-format check of every source file;
 #   2. a Release build with -Werror: fast tests, then the slow tier ([slow]);
-#   3. an ASan+UBSan build of the tests: the whole suite again.
-# TALLY_SKIP_ASAN=1 skips step 3 (for quick local loops; CI never sets it).
+#   3. an ASan+UBSan build of the tests: the whole suite again;
+#   4. the libFuzzer targets (clang, ASan+UBSan), 60 s per target (scripts/fuzz.sh).
+# TALLY_SKIP_ASAN=1 skips step 3, TALLY_SKIP_FUZZ=1 step 4 (for quick local loops; CI never sets
+# them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh --test
@@ -29,5 +31,9 @@ if [[ "${TALLY_SKIP_ASAN:-0}" != "1" ]]; then
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   (cd build-asan && ctest --output-on-failure -j 2 --timeout 1800)
+fi
+if [[ "${TALLY_SKIP_FUZZ:-0}" != "1" ]]; then
+  step "fuzz (libFuzzer, ASan+UBSan, 60 s per target)"
+  scripts/fuzz.sh 60
 fi
 step "all tests passed"
