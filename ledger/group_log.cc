@@ -39,4 +39,12 @@ Result<CommitGroup> DecodeCommitGroup(std::string_view bytes) {
   return g;
 }
 
+Result<uint64_t> GroupLog::LastSeq(uint64_t known_seq) {
+  for (;;) {
+    ASSIGN_OR_RETURN(auto groups, ReadAfter(known_seq, kCommitGroupRequestsMax));
+    if (groups.empty()) return known_seq;
+    known_seq = groups.back().first;
+  }
+}
+
 }  // namespace tally

@@ -38,6 +38,10 @@ class GroupLog {
   // Up to `max` groups after `after_seq`, in order, with their sequences.
   virtual Result<std::vector<std::pair<uint64_t, CommitGroup>>> ReadAfter(uint64_t after_seq,
                                                                           size_t max) = 0;
+  // The sequence of the last group in the log (0 when empty), given that it holds at least
+  // `known_seq`. The default reads the groups after `known_seq` to the end; a log that can tell
+  // cheaply overrides it.
+  virtual Result<uint64_t> LastSeq(uint64_t known_seq);
 };
 
 }  // namespace tally

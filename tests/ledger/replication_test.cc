@@ -161,8 +161,7 @@ TEST_CASE("A primary writes nothing the log did not take, and resumes when it re
   CHECK(RebuildClean(*primary));
 }
 
-TEST_CASE("A lost acknowledgement is recovered from the log, not written twice",
-          "[replication]") {
+TEST_CASE("A lost acknowledgement is recovered from the log, not written twice", "[replication]") {
   testing::TempDir a;
   MemoryGroupLog log;
   auto primary = Open(a.path(), &log, false);
