@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# HTTP benchmarks of tallyd against the baseline server, then restart time and disk use
+# (docs/BENCHMARKS.md). Builds Release, then runs one after the other, with the same client
+# (tally-bench) and the same settings:
+#   a. baseline_server, GET /healthz                      (the HTTP ceiling on this machine)
+#   b. tallyd, durable earns only        (--mix earn=100)  after --setup on a fresh data dir
+#   c. tallyd, balance reads only        (--mix balance=100)
+#   d. tallyd, earns paced at half of b's rate: the latency at moderate load
+#   e. tallyd, the default mix           (earn=70,redeem=10,referral=5,balance=15)
+#   f. restart: fill a data dir with N earns (tally-bench-fill), time tallyd's start to /readyz
+#      200, and the bytes on disk per entry (du -sb DIR/db / entries)
+#
+# Usage: scripts/bench.sh [--duration S] [--connections N] [--threads N] [--entries N]
+#                         [--build-dir DIR] [--no-build] [--skip-http] [--skip-restart]
+# Defaults: 10 s per run, 64 connections, 2 client threads, 200000 entries, build/.
+# Everything binds 127.0.0.1 only, servers use ports the kernel picks, every step has a time
+# limit, and no process is left behind (the EXIT trap stops them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=10
+connections=64
+threads=2
+entries=200000
+build_dir=build
+build=1
+http=1
+restart=1
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --duration) duration=$2; shift 2 ;;
+    --connections) connections=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --entries) entries=$2; shift 2 ;;
+    --build-dir) build_dir=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
+    --skip-http) http=0; shift ;;
+    --skip-restart) restart=0; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+for n in "$duration" "$connections" "$threads" "$entries"; do
+  [[ "$n" =~ ^[0-9]+$ && "$n" -gt 0 ]] || { echo "bench.sh: bad number $n" >&2; exit 2; }
+done
+
+if [[ $build == 1 ]]; then
+  echo "== build (Release): $build_dir"
+  build_log=$(mktemp "${TMPDIR:-/tmp}/tally-bench-build.XXXXXX")
+  if ! { cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release &&
+         cmake --build "$build_dir" -j "${TALLY_JOBS:-2}" \
+           --target tallyd baseline_server tally-bench tally-bench-fill; } >"$build_log" 2>&1; then
+    cat "$build_log" >&2
+    rm -f "$build_log"
+    exit 1
+  fi
+  rm -f "$build_log"
+fi
+bin=$(cd "$build_dir" && pwd)
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now_ns() { date +%s%N; }
+
+# start_server NAME LOG CMD...: starts CMD in the background and sets $server_pid and $server_url
+# from its "... listening on URL" line (waits up to $start_timeout seconds).
+start_timeout=60
+start_server() {
+  local name=$1 log=$2
+  shift 2
+  "$@" >"$log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  local deadline=$(($(date +%s) + start_timeout))
+  server_url=""
+  while [[ -z $server_url ]]; do
+    server_url=$(sed -n 's/^.* listening on \(http:\/\/[^ ]*\)$/\1/p' "$log" | head -1)
+    [[ -n $server_url ]] && break
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "bench.sh: $name exited:" >&2; cat "$log" >&2; exit 1
+    fi
+    if [[ $(date +%s) -ge $deadline ]]; then
+      echo "bench.sh: $name did not start in ${start_timeout}s" >&2; cat "$log" >&2; exit 1
+    fi
+    sleep 0.005
+  done
+}
+
+# stop_server PID: SIGTERM, then waits (SIGKILL after 30 s).
+stop_server() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# The first numeric value of "NAME": in a JSON line.
+field() { grep -o "\"$2\":[0-9.]*" <<<"$1" | head -1 | cut -d: -f2; }
+statuses() { grep -o '"status":{[^}]*}' <<<"$1" | head -1 | cut -d: -f2- ; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+
+# bench LABEL ARGS...: runs tally-bench --json with the common settings; prints a summary and
+# sets $result to the JSON line.
+bench() {
+  local label=$1
+  shift
+  local cmd=("$bin/tally-bench" --connections "$connections" --threads "$threads"
+             --duration "$duration" --json "$@")
+  echo
+  echo "== $label"
+  echo "\$ tally-bench ${cmd[*]:1}" | sed "s/--key [^ ]*/--key \$TALLY_ADMIN_KEY/"
+  result=$(timeout -k 5 $((duration + 600)) "${cmd[@]}")
+  echo "$result"
+  printf '   %.0f req/s   p50 %s ms  p90 %s ms  p99 %s ms  p99.9 %s ms   status %s   lost %s\n' \
+    "$(field "$result" rps)" "$(field "$result" p50)" "$(field "$result" p90)" \
+    "$(field "$result" p99)" "$(field "$result" p999)" "$(statuses "$result")" \
+    "$(field "$result" lost)"
+}
+
+echo "== machine: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== settings: ${duration}s per run, $connections connections, $threads client threads"
+
+if [[ $http == 1 ]]; then
+  # a. The baseline.
+  start_server baseline "$tmp/baseline.log" "$bin/baseline_server" --listen 127.0.0.1:0
+  bench "a. baseline_server: GET /healthz" --url "$server_url" --path /healthz
+  base=$result
+  stop_server "$server_pid"
+
+  # b to e. tallyd on a fresh data directory.
+  TALLY_ADMIN_KEY="bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  export TALLY_ADMIN_KEY
+  start_server tallyd "$tmp/tallyd.log" "$bin/tallyd" --data "$tmp/data" --listen 127.0.0.1:0
+  tallyd_pid=$server_pid
+  bench "b. tallyd: durable earns" --url "$server_url" --key "$TALLY_ADMIN_KEY" --setup \
+    --mix earn=100
+  earns=$result
+  bench "c. tallyd: balance reads" --url "$server_url" --key "$TALLY_ADMIN_KEY" --mix balance=100
+  reads=$result
+  half=$(awk -v r="$(field "$earns" rps)" 'BEGIN { printf "%d", r / 2 }')
+  [[ $half -ge 1 ]] || half=1
+  bench "d. tallyd: earns paced at half of b ($half req/s)" --url "$server_url" \
+    --key "$TALLY_ADMIN_KEY" --mix earn=100 --rate "$half"
+  paced=$result
+  bench "e. tallyd: default mix" --url "$server_url" --key "$TALLY_ADMIN_KEY"
+  mixed=$result
+  stop_server "$tallyd_pid"
+
+  echo
+  echo "== HTTP summary"
+  printf '   baseline GET       %10.0f req/s  p99 %s ms\n' "$(field "$base" rps)" \
+    "$(field "$base" p99)"
+  printf '   tallyd earns       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
+    "$(field "$earns" rps)" "$(field "$earns" p99)" \
+    "$(ratio "$(field "$earns" rps)" "$(field "$base" rps)")"
+  printf '   tallyd reads       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
+    "$(field "$reads" rps)" "$(field "$reads" p99)" \
+    "$(ratio "$(field "$reads" rps)" "$(field "$base" rps)")"
+  printf '   tallyd earns @%-6s%10.0f req/s  p50 %s ms  p99 %s ms  p99.9 %s ms\n' "$half" \
+    "$(field "$paced" rps)" "$(field "$paced" p50)" "$(field "$paced" p99)" \
+    "$(field "$paced" p999)"
+  printf '   tallyd mix         %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
+    "$(field "$mixed" rps)" "$(field "$mixed" p99)" \
+    "$(ratio "$(field "$mixed" rps)" "$(field "$base" rps)")"
+fi
+
+if [[ $restart == 1 ]]; then
+  # f. Restart to ready, and bytes per entry.
+  echo
+  echo "== f. restart: $entries entries"
+  fill_limit=$((600 + entries / 500))
+  echo "\$ tally-bench-fill --data DIR --entries $entries"
+  timeout -k 5 "$fill_limit" "$bin/tally-bench-fill" --data "$tmp/fill" --entries "$entries"
+  filled=$(du -sb "$tmp/fill/db" | cut -f1)
+  export TALLY_ADMIN_KEY=${TALLY_ADMIN_KEY:-bench-restart}
+  start_timeout=$fill_limit
+  # time_restart LABEL: starts tallyd on the filled directory, prints the time from the start to
+  # its "listening" line and to the first 200 from /readyz, then stops it.
+  time_restart() {
+    local t0 t_listen t_ready deadline
+    t0=$(now_ns)
+    start_server tallyd "$tmp/restart.log" "$bin/tallyd" --data "$tmp/fill" --listen 127.0.0.1:0
+    t_listen=$(now_ns)
+    deadline=$(($(date +%s) + 60))
+    until curl -fsS -o /dev/null "$server_url/readyz" 2>/dev/null; do
+      [[ $(date +%s) -lt $deadline ]] || { echo "bench.sh: /readyz never answered 200" >&2; exit 1; }
+      sleep 0.005
+    done
+    t_ready=$(now_ns)
+    stop_server "$server_pid"
+    awk -v l="$1" -v a="$t0" -v b="$t_listen" -v c="$t_ready" \
+      'BEGIN { printf "   %-28s start to listening %.3f s, to /readyz 200 %.3f s\n", l, (b - a) / 1e9, (c - a) / 1e9 }'
+  }
+  time_restart "first start after the fill"
+  time_restart "second start"
+  total=$(( $(du -sb "$tmp/fill/db" | cut -f1) ))
+  sst=$(find "$tmp/fill/db" -name '*.sst' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  wal=$(find "$tmp/fill/db" -name '*.log' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  per() { awk -v t="$1" -v n="$entries" 'BEGIN { printf "%.1f", t / n }'; }
+  printf '   du -sb DIR/db after the fill         %d bytes, %s bytes per entry (mostly WAL)\n' \
+    "$filled" "$(per "$filled")"
+  printf '   du -sb DIR/db after the restarts     %d bytes, %s bytes per entry (sst %d, wal %d)\n' \
+    "$total" "$(per "$total")" "$sst" "$wal"
+fi
