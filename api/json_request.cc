@@ -19,7 +19,6 @@ using Json = nlohmann::json;
 
 // Day counts in requests (pending, expiry, code lifetime): at most a century, so that
 // days * kMicrosPerDay can never overflow downstream.
-constexpr int64_t kRequestDaysMax = 36'600;
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
 Status Bad(std::string message) {
@@ -112,7 +111,7 @@ class Fields {
     return Required(key, OptInt(key, min, max));
   }
   std::optional<int64_t> OptPoints(const char* key) { return OptInt(key, 1, kPointsMax); }
-  std::optional<int64_t> OptDays(const char* key) { return OptInt(key, 0, kRequestDaysMax); }
+  std::optional<int64_t> OptDays(const char* key) { return OptInt(key, 0, kDaysMax); }
 
   std::optional<bool> OptBool(const char* key) {
     const Json* v = Find(key);

@@ -71,6 +71,12 @@ Json ReceiptJson(const Receipt& r) {
   j["inclusion_proof"] = std::move(proof);
   j["checkpoint"] = r.checkpoint;
   j["tree_size"] = r.tree_size;
+  // Only under a rotated key: the signing_key receipts that lead to it from the first key.
+  if (!r.key_chain.empty()) {
+    Json chain = Json::array();
+    for (const Receipt& link : r.key_chain) chain.push_back(ReceiptJson(link));
+    j["key_chain"] = std::move(chain);
+  }
   return j;
 }
 
@@ -284,6 +290,13 @@ std::string RenderReplication(const std::string& role, const std::optional<std::
   Json j;
   j["role"] = role;
   j["stream"] = stream ? Json(*stream) : Json(nullptr);
+  j["applied"] = applied;
+  return Dump(j);
+}
+
+std::string RenderPromoted(const std::string& role, uint64_t applied) {
+  Json j;
+  j["role"] = role;
   j["applied"] = applied;
   return Dump(j);
 }

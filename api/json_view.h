@@ -51,6 +51,8 @@ std::string RenderActivity(const std::vector<ActivityBucket>& buckets);
 // {"role": role, "stream": stream or null, "applied": applied}.
 std::string RenderReplication(const std::string& role, const std::optional<std::string>& stream,
                               uint64_t applied);
+// {"role": role, "applied": applied}: POST /v1/admin/promote.
+std::string RenderPromoted(const std::string& role, uint64_t applied);
 // {"status": status}: /healthz and /readyz.
 std::string RenderHealth(const std::string& status);
 // An RFC 9457 problem: {"type","title","status","code","detail"}.

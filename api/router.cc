@@ -139,6 +139,14 @@ HttpResponse Problem(const Status& s) {
   return r;
 }
 
+// A not_primary refusal names the primary, when this server knows where it is.
+Status NamePrimary(const Status& s, const std::function<std::string()>& primary_url) {
+  if (s.reason() != "not_primary" || !primary_url) return s;
+  std::string url = primary_url();
+  if (url.empty()) return s;
+  return Status(s.code(), s.message() + "; the primary is at " + url, s.reason());
+}
+
 // An error the router itself decides; its reason is one of kErrorCodes.
 Status Reject(std::string reason, std::string message) {
   return Status(Code::kInvalidArgument, std::move(message), std::move(reason));
@@ -431,9 +439,14 @@ using Handler = Result<HttpResponse> (*)(Call&);
 
 Result<HttpResponse> Health(Call&) { return Respond(200, RenderHealth("ok")); }
 
+// 503 while writes are refused: on a follower or a fenced primary, after a failed write
+// (fail-stop) and while the disk is below the ledger's min_free_bytes (writes answer 507 then,
+// but readiness is a yes or no).
 Result<HttpResponse> Ready(Call& c) {
-  bool ready = c.options.ready ? c.options.ready() : !c.ledger()->stopped();
-  if (!ready) return Status::Unavailable("not accepting writes", "ledger_stopped");
+  if (c.options.ready) RETURN_IF_ERROR(c.options.ready());
+  if (Status w = c.ledger()->Writable(); !w.ok()) {
+    return Status::Unavailable("not accepting writes: " + w.message(), "ledger_stopped");
+  }
   return Respond(200, RenderHealth("ready"));
 }
 
@@ -655,10 +668,8 @@ Result<HttpResponse> BalancesReport(Call& c) {
   return Respond(200, RenderBalancePage(rows));
 }
 
-// Activity buckets: without `from`, the period starts kActivityDefaultBuckets buckets before
+// Activity buckets: without `from`, the period starts kActivityBucketsDefault buckets before
 // `to`; a period of more than kActivityBucketsMax buckets is refused.
-constexpr int64_t kActivityDefaultBuckets = 30;
-constexpr int64_t kActivityBucketsMax = 1000;
 
 Result<Bucket> BucketOf(const Call& c) {
   const std::string* name = QueryValue(c.query, "bucket");
@@ -676,7 +687,7 @@ int64_t BucketMicrosMin(Bucket b) {
 
 Result<HttpResponse> ActivityReport(Call& c) {
   ASSIGN_OR_RETURN(Bucket bucket, BucketOf(c));
-  int64_t span = kActivityDefaultBuckets * BucketMicrosMin(bucket);
+  int64_t span = kActivityBucketsDefault * BucketMicrosMin(bucket);
   ASSIGN_OR_RETURN(int64_t to, TimeParam(c, "to", c.ledger()->clock().NowMicros()));
   ASSIGN_OR_RETURN(int64_t from, TimeParam(c, "from", std::max<int64_t>(0, to - span)));
   if (from > to) return BadRequest("from must not be after to");
@@ -688,15 +699,19 @@ Result<HttpResponse> ActivityReport(Call& c) {
   return Respond(200, RenderActivity(buckets));
 }
 
-// Tally without --replicate or --follow is standalone; replication lives outside the router.
 Result<HttpResponse> Replication(Call& c) {
-  return Respond(200, RenderReplication("standalone", std::nullopt, c.ledger()->size()));
+  return Respond(200, RenderReplication(ReplicationRoleName(c.ledger()->role()), c.options.stream,
+                                        c.ledger()->size()));
 }
 
+// Ledger::Promote catches up to the end of the stream and claims it; the old primary is fenced
+// by the stream. Standalone, primary or fenced: 409 not_a_follower.
 Result<HttpResponse> Promote(Call& c) {
   RETURN_IF_ERROR(ParseEmpty(c.request.body));
-  return Status(Code::kFailedPrecondition, "this server is standalone, not a follower",
-                "not_a_follower");
+  RETURN_IF_ERROR(c.ledger()->Promote());
+  std::fprintf(stderr, "tallyd: promoted to primary at entry %llu\n",
+               static_cast<unsigned long long>(c.ledger()->size()));
+  return Respond(200, RenderPromoted(ReplicationRoleName(c.ledger()->role()), c.ledger()->size()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -903,7 +918,8 @@ HttpResponse Router::Dispatch(const HttpRequest& request, std::string* route_nam
   Status admitted = Admit(route, query, *loyalty_, admin_key_hash_, &call);
   if (!admitted.ok()) return Problem(admitted);
   Result<HttpResponse> response = route.handler(call);
-  return response.ok() ? std::move(response).value() : Problem(response.status());
+  if (response.ok()) return std::move(response).value();
+  return Problem(NamePrimary(response.status(), options_.primary_url));
 }
 
 }  // namespace tally

@@ -13,8 +13,9 @@
 // recorded for replay); DELETE /v1/api-keys/{id} derives its key from the id, so a repeat by the
 // same caller answers 204 again. The request hash covers method, path (without query) and body.
 //
-// Replication is not built in: GET /v1/admin/replication answers {"role":"standalone",
-// "stream":null,"applied":N} and POST /v1/admin/promote answers 409 not_a_follower.
+// Replication (tallyd --replicate / --follow) lives in the ledger: GET /v1/admin/replication
+// reports Ledger::role(), POST /v1/admin/promote calls Ledger::Promote (409 not_a_follower unless
+// a follower), and writes a follower or fenced primary refuses answer 503 not_primary.
 //
 // Write responses are built only from the log (the entries a write appended, their receipts, the
 // records in their payloads), so a replayed request gets the same status and the same bytes as
@@ -39,9 +40,16 @@ struct RouterOptions {
   // The value of TALLY_ADMIN_KEY: accepted as an admin key whose actor id is "env-admin".
   // "" (the default) accepts no such key.
   std::string admin_key;
-  // For GET /readyz: true while the server accepts writes. Null (the default): true while the
-  // ledger has not stopped.
-  std::function<bool()> ready;
+  // For GET /readyz: not OK while the server does not take writes for a reason of its own (a
+  // follower, a fenced primary); the status becomes the 503's detail and code. Null (the
+  // default): no such reason. Either way /readyz also answers 503 while the ledger refuses
+  // writes (Ledger::Writable: fail-stop, disk below min_free_bytes).
+  std::function<Status()> ready;
+  // Replication: the stream's name for GET /v1/admin/replication (nullopt: standalone).
+  std::optional<std::string> stream;
+  // Replication: where the primary is (its HTTP URL, "" when unknown), named in the detail of
+  // 503 not_primary answers. Null: never named.
+  std::function<std::string()> primary_url;
 };
 
 class Router {

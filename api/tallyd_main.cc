@@ -2,7 +2,8 @@
 // and runs the background work (expiry, ends of pending windows) until SIGTERM or SIGINT.
 //
 //   tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE] [--threads N]
-//          [--origin NAME] [--due-interval-ms N]
+//          [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N] [--min-free-bytes N]
+//          [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]
 //
 // Exit codes: 0 after a clean shutdown, 1 when the server cannot run (data directory, ledger,
 // port), 2 for bad flags.
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,9 +31,12 @@
 #include <thread>
 
 #include "api/http_server.h"
+#include "api/nats_log.h"
+#include "api/replication.h"
 #include "api/router.h"
 #include "ledger/hash.h"
 #include "ledger/ledger.h"
+#include "ledger/limits.h"
 #include "ledger/loyalty.h"
 #include "ledger/signer.h"
 
@@ -45,8 +50,11 @@ constexpr int64_t kDueIntervalMsDefault = 1000;
 
 constexpr const char* kUsage =
     "usage: tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
-    "              [--threads N] [--origin NAME] [--due-interval-ms N]\n"
-    "       tallyd rotate-key --data DIR [--origin NAME]   (tallyd stopped; docs/operations.md)\n"
+    "              [--threads N] [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N]\n"
+    "              [--min-free-bytes N]\n"
+    "              [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]\n"
+    "       tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]\n"
+    "                         (tallyd stopped; docs/operations.md)\n"
     "\n"
     "  --data DIR             data directory (created if missing)\n"
     "  --listen HOST:PORT     address to serve on; port 0 picks a free port\n"
@@ -55,6 +63,17 @@ constexpr const char* kUsage =
     "  --threads N            HTTP worker threads (default 32)\n"
     "  --origin NAME          checkpoint origin and signing key name (default tally.local/ledger)\n"
     "  --due-interval-ms N    how often expiry and pending windows are processed (default 1000)\n"
+    "  --read-timeout-ms N    limit on reading a request's header, then its body; a client that\n"
+    "                         sends too slowly is dropped (default 10000)\n"
+    "  --min-free-bytes N     refuse writes (507 insufficient_storage) while the data directory's\n"
+    "                         file system has less than N bytes free (default 268435456; 0: off)\n"
+    "  --replicate URLS       run as the primary of a NATS JetStream stream: publish every commit\n"
+    "                         group to it before answering (URLS: nats://HOST:PORT[,...])\n"
+    "  --follow URLS          run as a follower: apply the stream, serve reads, refuse writes\n"
+    "                         (503 not_primary) until POST /v1/admin/promote\n"
+    "  --stream NAME          the stream (default TALLY; created if absent)\n"
+    "  --stream-replicas N    replicas of a stream this server creates (default 3; 1 for a\n"
+    "                         single NATS server, for tests only)\n"
     "\n"
     "TALLY_ADMIN_KEY, when set, is accepted as an admin API key.\n";
 
@@ -67,6 +86,11 @@ struct Flags {
   int threads = kThreadsDefault;
   std::string origin = LedgerOptions().origin;
   int64_t due_interval_ms = kDueIntervalMsDefault;
+  int read_timeout_ms = kReadTimeoutMs;
+  uint64_t min_free_bytes = kMinFreeBytesDefault;
+  std::string replicate, follow;  // NATS URLs: a primary, or a follower; neither: standalone
+  std::optional<std::string> stream;
+  std::optional<int> stream_replicas;
 };
 
 Status Bad(std::string message) { return Status::InvalidArgument(std::move(message)); }
@@ -97,8 +121,10 @@ Status ParseListen(std::string_view text, Flags* f) {
 }
 
 bool IsFlag(std::string_view name) {
-  for (std::string_view flag : {"--data", "--listen", "--tls-cert", "--tls-key", "--threads",
-                                "--origin", "--due-interval-ms"}) {
+  for (std::string_view flag :
+       {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--origin",
+        "--due-interval-ms", "--read-timeout-ms", "--min-free-bytes", "--replicate", "--follow",
+        "--stream", "--stream-replicas"}) {
     if (name == flag) return true;
   }
   return false;
@@ -120,6 +146,23 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
     f->threads = static_cast<int>(n);
   } else if (name == "--due-interval-ms") {
     ASSIGN_OR_RETURN(f->due_interval_ms, ParseInt(name, value, 1, 86'400'000));
+  } else if (name == "--read-timeout-ms") {
+    ASSIGN_OR_RETURN(int64_t ms, ParseInt(name, value, 1, 3'600'000));
+    f->read_timeout_ms = static_cast<int>(ms);
+  } else if (name == "--min-free-bytes") {
+    ASSIGN_OR_RETURN(int64_t bytes, ParseInt(name, value, 0, std::numeric_limits<int64_t>::max()));
+    f->min_free_bytes = static_cast<uint64_t>(bytes);
+  } else if (name == "--replicate" || name == "--follow") {
+    if (value.empty()) return Bad(std::string(name) + " needs nats://HOST:PORT[,...]");
+    (name == "--replicate" ? f->replicate : f->follow) = std::string(value);
+  } else if (name == "--stream") {
+    if (!IsValidStreamName(std::string(value))) {
+      return Bad("--stream must be 1 to 64 of A-Z a-z 0-9 - _");
+    }
+    f->stream = std::string(value);
+  } else if (name == "--stream-replicas") {
+    ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 1, 5));
+    f->stream_replicas = static_cast<int>(n);
   } else {
     return Bad("unknown flag " + std::string(name) + " (see --help)");
   }
@@ -152,6 +195,12 @@ Result<Flags> ParseFlags(int argc, char** argv) {
   if (f.data.empty()) return Bad("--data DIR is required");
   if (f.host.empty()) return Bad("--listen HOST:PORT is required");
   if (f.tls_cert.empty() != f.tls_key.empty()) return Bad("--tls-cert and --tls-key go together");
+  if (!f.replicate.empty() && !f.follow.empty()) {
+    return Bad("--replicate and --follow exclude each other");
+  }
+  if ((f.stream || f.stream_replicas) && f.replicate.empty() && f.follow.empty()) {
+    return Bad("--stream and --stream-replicas need --replicate or --follow");
+  }
   return f;
 }
 
@@ -247,6 +296,9 @@ class DueWorker {
   void Loop() {
     std::unique_lock<std::mutex> lock(mu_);
     while (!cv_.wait_for(lock, interval_, [this] { return stop_; })) {
+      // A follower or a fenced primary writes nothing: the primary does this work.
+      ReplicationRole role = loyalty_->ledger()->role();
+      if (role == ReplicationRole::kFollower || role == ReplicationRole::kFenced) continue;
       lock.unlock();
       Report(loyalty_->RunDueWork());
       lock.lock();
@@ -276,6 +328,7 @@ HttpServerOptions ServerOptions(const Flags& f) {
   o.host = f.host;
   o.port = f.port;
   o.threads = f.threads;
+  o.read_timeout_ms = f.read_timeout_ms;
   o.tls_cert_file = f.tls_cert;
   o.tls_key_file = f.tls_key;
   return o;
@@ -286,30 +339,82 @@ int Fail(const std::string& message) {
   return 1;
 }
 
+bool Replicated(const Flags& f) { return !f.replicate.empty() || !f.follow.empty(); }
+
+// The stream of --replicate or --follow.
+Result<std::unique_ptr<NatsGroupLog>> ConnectLog(const Flags& f) {
+  NatsLogOptions o;
+  o.urls = f.replicate.empty() ? f.follow : f.replicate;
+  if (f.stream) o.stream = *f.stream;
+  if (f.stream_replicas) o.replicas = *f.stream_replicas;
+  return NatsGroupLog::Connect(o);
+}
+
+RouterOptions MakeRouterOptions(NatsGroupLog* log, const ReplicationWorker* worker) {
+  const char* env_key = std::getenv("TALLY_ADMIN_KEY");
+  RouterOptions o;
+  o.admin_key = env_key == nullptr ? "" : env_key;
+  if (log != nullptr) {
+    o.ready = [worker] { return worker->Ready(); };
+    o.stream = log->stream();
+    o.primary_url = [log] { return log->LastPrimaryUrl(); };
+  }
+  return o;
+}
+
+// Without TALLY_ADMIN_KEY, a fresh standalone ledger or primary gets one admin key. A follower
+// gets its keys from the stream. A primary that cannot publish yet starts without one.
+Status Bootstrap(Loyalty* loyalty, const Flags& flags) {
+  if (!flags.follow.empty()) return Status::Ok();
+  Status s = BootstrapAdminKey(loyalty);
+  if (!s.ok() && !flags.replicate.empty()) {
+    std::fprintf(stderr, "tallyd: no bootstrap admin key (the stream refused it): %s\n",
+                 s.ToString().c_str());
+    return Status::Ok();
+  }
+  return s;
+}
+
 // Runs the server until `signals` arrive. Returns the exit code.
 int Run(const Flags& flags, const sigset_t& signals) {
   std::error_code ec;
   std::filesystem::create_directories(flags.data, ec);
   if (ec) return Fail("cannot create the data directory " + flags.data + ": " + ec.message());
+  std::unique_ptr<NatsGroupLog> log;  // outlives the ledger, which publishes to it
+  if (Replicated(flags)) {
+    Result<std::unique_ptr<NatsGroupLog>> connected = ConnectLog(flags);
+    if (!connected.ok()) return Fail("replication: " + connected.status().message());
+    log = std::move(connected).value();
+  }
   LedgerOptions ledger_options;
   ledger_options.dir = flags.data;
   ledger_options.origin = flags.origin;
+  ledger_options.min_free_bytes = flags.min_free_bytes;
+  ledger_options.group_log = log.get();
+  ledger_options.follower = !flags.follow.empty();
   Result<std::unique_ptr<Ledger>> ledger = Ledger::Open(ledger_options);
   if (!ledger.ok()) return Fail("cannot open the ledger: " + ledger.status().ToString());
+  if (!log && (*ledger)->stream_seq() > 0) {
+    // Alone, it would write entries the stream and its followers never see.
+    return Fail("this data directory is replicated (stream position " +
+                std::to_string((*ledger)->stream_seq()) +
+                "): start it with --replicate or --follow");
+  }
   Result<std::string> secret = LoadOrCreateSecret(flags.data);
   if (!secret.ok()) return Fail("cannot load the API key secret: " + secret.status().ToString());
   auto loyalty = std::make_unique<Loyalty>(ledger->get(), LoyaltyOptions{*secret});
+  std::unique_ptr<ReplicationWorker> worker;
+  if (log) worker = std::make_unique<ReplicationWorker>(ledger->get(), log.get());
 
-  const char* env_key = std::getenv("TALLY_ADMIN_KEY");
-  RouterOptions router_options;
-  router_options.admin_key = env_key == nullptr ? "" : env_key;
+  RouterOptions router_options = MakeRouterOptions(log.get(), worker.get());
   const bool bootstrap = router_options.admin_key.empty();
   Router router(loyalty.get(), std::move(router_options));
   auto server = HttpServer::Start(ServerOptions(flags),
                                   [&router](const HttpRequest& r) { return router.Handle(r); });
   if (!server.ok()) return Fail(server.status().message());
+  if (log) log->SetPrimaryUrl((*server)->url());
   // After binding, so that a start that cannot listen creates no key.
-  Status s = bootstrap ? BootstrapAdminKey(loyalty.get()) : Status::Ok();
+  Status s = bootstrap ? Bootstrap(loyalty.get(), flags) : Status::Ok();
   if (!s.ok()) return Fail("cannot create the bootstrap admin key: " + s.ToString());
   std::printf("tallyd listening on %s\n", (*server)->url().c_str());
   std::fflush(stdout);
@@ -318,6 +423,7 @@ int Run(const Flags& flags, const sigset_t& signals) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   (*server)->Stop();  // finishes in-flight requests
+  if (worker) worker->Stop();
   due.Stop();
   loyalty.reset();
   ledger->reset();  // syncs and joins the writer
@@ -330,40 +436,50 @@ int Run(const Flags& flags, const sigset_t& signals) {
 namespace tally {
 namespace {
 
-// `tallyd rotate-key --data DIR [--origin NAME]`: replaces the checkpoint signing key through a
-// signing_key entry endorsed by the current key (docs/operations.md). Needs tallyd stopped.
+// `tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]`: replaces
+// the checkpoint signing key through a signing_key entry endorsed by the current key
+// (docs/operations.md). Needs tallyd stopped. A replicated primary's directory needs
+// --replicate: the entry goes through the stream like every other.
+constexpr const char* kRotateUsage =
+    "tallyd: usage: tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS "
+    "[--stream NAME]]\n";
+
 int RotateKey(int argc, char** argv) {
-  std::string data, origin = LedgerOptions().origin;
+  Flags f;
   for (int i = 2; i < argc; ++i) {
     std::string_view arg = argv[i];
-    if ((arg == "--data" || arg == "--origin") && i + 1 < argc) {
-      (arg == "--data" ? data : origin) = argv[++i];
-    } else {
-      std::fprintf(stderr, "tallyd: usage: tallyd rotate-key --data DIR [--origin NAME]\n");
+    bool known = arg == "--data" || arg == "--origin" || arg == "--replicate" || arg == "--stream";
+    if (!known || i + 1 >= argc || !SetFlag(arg, argv[i + 1], &f).ok()) {
+      std::fputs(kRotateUsage, stderr);
       return 2;
     }
+    ++i;
   }
-  if (data.empty()) {
+  if (f.data.empty()) {
     std::fprintf(stderr, "tallyd: rotate-key needs --data DIR\n");
     return 2;
   }
+  std::unique_ptr<NatsGroupLog> log;
+  if (!f.replicate.empty()) {
+    auto connected = ConnectLog(f);
+    if (!connected.ok()) return Fail("replication: " + connected.status().message());
+    log = std::move(connected).value();
+  }
   LedgerOptions options;
-  options.dir = data;
-  options.origin = origin;
+  options.dir = f.data;
+  options.origin = f.origin;
+  options.group_log = log.get();
   auto ledger = Ledger::Open(options);
-  if (!ledger.ok()) {
-    std::fprintf(stderr, "tallyd: %s\n", ledger.status().ToString().c_str());
-    return 1;
+  if (!ledger.ok()) return Fail(ledger.status().ToString());
+  if (!log && (*ledger)->stream_seq() > 0) {
+    return Fail("rotate-key: this data directory is replicated: pass --replicate URLS");
   }
-  std::string old_key = VerifierKey(origin, (*ledger)->signer().public_key());
+  std::string old_key = VerifierKey(f.origin, (*ledger)->signer().public_key());
   auto r = (*ledger)->RotateSigningKey();
-  if (!r.ok()) {
-    std::fprintf(stderr, "tallyd: rotate-key: %s\n", r.status().ToString().c_str());
-    return 1;
-  }
+  if (!r.ok()) return Fail("rotate-key: " + r.status().ToString());
   std::printf("rotated signing key at entry %llu\n  old: %s\n  new: %s\n",
               static_cast<unsigned long long>(r->first_id), old_key.c_str(),
-              VerifierKey(origin, (*ledger)->signer().public_key()).c_str());
+              VerifierKey(f.origin, (*ledger)->signer().public_key()).c_str());
   return 0;
 }
 

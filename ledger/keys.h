@@ -37,6 +37,11 @@ bool IsDerivedCf(Cf cf);
 // Meta keys.
 inline constexpr std::string_view kMetaCheckpoint = "checkpoint";
 inline constexpr std::string_view kMetaFormat = "format";
+// The replicated log's sequence of the last group held (replication only), written with it.
+inline constexpr std::string_view kMetaStreamSeq = "stream_seq";
+// Replication: the id this data directory publishes its groups under (u64), kept across restarts
+// of a primary so that it knows its own groups; a follower takes a new one at every open.
+inline constexpr std::string_view kMetaWriterId = "writer_id";
 
 // Kinds in kBusinessKeys and kObjects. Numbers are part of the format: do not change.
 enum class BusinessKind : uint8_t { kEarnOrder = 1, kRedeemOrder = 2, kReferralFriend = 3 };

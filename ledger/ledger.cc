@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,11 +11,13 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "ledger/apply.h"
 #include "ledger/checkpoint.h"
 #include "ledger/coding.h"
+#include "ledger/group_log.h"
 #include "ledger/keys.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
@@ -72,13 +75,37 @@ struct Ledger::Impl {
   std::atomic<bool> stopped{false};
   std::thread writer;
 
-  // Owned by the writer thread.
+  // The disk-full guard: whether the data directory's file system was below min_free_bytes at
+  // the last look, and when (steady clock, ns) the next look is due. Any thread may look.
+  std::atomic<bool> storage_low{false};
+  std::atomic<int64_t> next_space_check_ns{0};
+
+  // Replication. role and stream_seq are read by other threads; changed under apply_mu.
+  std::atomic<ReplicationRole> role{ReplicationRole::kStandalone};
+  std::atomic<uint64_t> stream_seq{0};
+  std::mutex apply_mu;           // one of: the writer's publish and catch-up, a follower's apply
+  bool catch_up_needed = false;  // writer thread: the log may hold groups we lack
+  uint64_t writer_id = 0;        // random, tells this primary's groups from another's
+
+  // Owned by the writer thread (or, on a follower, by whoever holds apply_mu).
   bool rotated_in_group = false;
   MerkleFrontier frontier;
   uint64_t next_id = 0;
   int64_t last_time_us = 0;
 
   Status Load();
+  Status LoadTail();      // next_id, last_time_us and frontier from the store's committed state
+  Status LoadWriterId();  // replication: writer_id, kept by a primary across restarts
+  Status ApplyCommitGroup(const CommitGroup& g, uint64_t seq);  // REQUIRES: apply_mu held
+  Status ApplyClaim(const CommitGroup& g, uint64_t seq);        // REQUIRES: apply_mu held
+  // Primary: applies the log's groups after stream_seq; with `fence`, sets role kFenced if
+  // another primary wrote any of them. REQUIRES: apply_mu held.
+  Status CatchUp(bool fence);
+  // Promotion: catches up and claims the end of the log. REQUIRES: apply_mu held.
+  Status TakeOver();
+  Status Publish(uint64_t first_id, const std::vector<std::string>& entries,
+                 const CheckpointInfo& cp, StoreBatch* batch);
+  bool StorageLow();
   void WriterLoop();
   void RunGroup(std::vector<Pending*>& group);
   void Decide(Pending& p, OverlayState& overlay, std::vector<std::string>& group_entries);
@@ -177,6 +204,56 @@ Status Ledger::Impl::Load() {
   signers.push_back(std::make_unique<Signer>(std::move(s)));
   ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
 
+  RETURN_IF_ERROR(LoadTail());
+
+  ASSIGN_OR_RETURN(std::optional<std::string> note, store->Get(Cf::kMeta, kMetaCheckpoint));
+  if (next_id == 0) {
+    latest = SignCheckpoint(0, frontier.Root());
+  } else {
+    // The stored checkpoint was written in the same batch as the newest entries: it must match
+    // the tree rebuilt from them, or the store is not what this ledger wrote.
+    if (!note) return Status::DataLoss("entries without a checkpoint");
+    ASSIGN_OR_RETURN(auto parsed, ParseNote(*note));
+    ASSIGN_OR_RETURN(Checkpoint cp, ParseCheckpoint(parsed.first));
+    if (cp.size != next_id || cp.root != frontier.Root()) {
+      return Status::DataLoss("stored checkpoint does not match the log");
+    }
+    latest = CheckpointInfo{cp.origin, cp.size, cp.root, *note};
+  }
+  committed_size = next_id;
+  ASSIGN_OR_RETURN(std::optional<std::string> seq, store->Get(Cf::kMeta, kMetaStreamSeq));
+  stream_seq = seq && seq->size() == 8 ? DecodeU64(*seq) : 0;
+  if (options.group_log) {
+    role = options.follower ? ReplicationRole::kFollower : ReplicationRole::kPrimary;
+    catch_up_needed = !options.follower;
+    RETURN_IF_ERROR(LoadWriterId());
+  }
+  Status key = CheckSigningKey();
+  // A follower verifies every group with the key the log says is in force, and signs nothing
+  // until promoted (TakeOver refuses a stale key), so a key rotated since its signing.key was
+  // copied does not stop it.
+  if (key.code() == Code::kDataLoss && options.group_log && options.follower) return Status::Ok();
+  return key;
+}
+
+// A primary keeps its writer id across restarts: a group it published just before it stopped,
+// and did not write here, is its own when it catches up, not another primary's (which would
+// fence it). A follower takes a new id at every open, so that a follower seeded from a copy of
+// the primary's directory, once promoted, still fences the primary it replaces.
+Status Ledger::Impl::LoadWriterId() {
+  ASSIGN_OR_RETURN(std::optional<std::string> id, store->Get(Cf::kMeta, kMetaWriterId));
+  if (!options.follower && id && id->size() == 8) {
+    writer_id = DecodeU64(*id);
+    return Status::Ok();
+  }
+  std::random_device rd;
+  writer_id = (static_cast<uint64_t>(rd()) << 32) | rd();
+  StoreBatch batch(*store);
+  batch.Put(Cf::kMeta, kMetaWriterId, EncodeU64(writer_id));
+  return store->Write(batch);
+}
+
+Status Ledger::Impl::LoadTail() {
   std::optional<Entry> last;
   Status decode_status;
   RETURN_IF_ERROR(
@@ -194,22 +271,7 @@ Status Ledger::Impl::Load() {
   StoreNodeReader nodes(store.get());
   ASSIGN_OR_RETURN(frontier, MerkleFrontier::Load(nodes, next_id));
 
-  ASSIGN_OR_RETURN(std::optional<std::string> note, store->Get(Cf::kMeta, kMetaCheckpoint));
-  if (next_id == 0) {
-    latest = SignCheckpoint(0, frontier.Root());
-  } else {
-    // The stored checkpoint was written in the same batch as the newest entries: it must match
-    // the tree rebuilt from them, or the store is not what this ledger wrote.
-    if (!note) return Status::DataLoss("entries without a checkpoint");
-    ASSIGN_OR_RETURN(auto parsed, ParseNote(*note));
-    ASSIGN_OR_RETURN(Checkpoint cp, ParseCheckpoint(parsed.first));
-    if (cp.size != next_id || cp.root != frontier.Root()) {
-      return Status::DataLoss("stored checkpoint does not match the log");
-    }
-    latest = CheckpointInfo{cp.origin, cp.size, cp.root, *note};
-  }
-  committed_size = next_id;
-  return CheckSigningKey();
+  return Status::Ok();
 }
 
 const Signer& Ledger::Impl::CurrentSigner() const { return *signers.back(); }
@@ -293,12 +355,27 @@ void Ledger::Impl::WriterLoop() {
   }
 }
 
+namespace {
+void FailAll(std::vector<Pending*>& group, const Status& st) {
+  for (Pending* p : group) p->result = st;
+}
+Status NotPrimary() { return Status::Unavailable("this ledger is not the primary", "not_primary"); }
+}  // namespace
+
 void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
   if (stopped) {
-    for (Pending* p : group) {
-      p->result = Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+    return FailAll(group,
+                   Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
+  }
+  std::unique_lock<std::mutex> apply_lock(apply_mu, std::defer_lock);
+  if (options.group_log) {
+    apply_lock.lock();
+    if (role != ReplicationRole::kPrimary) return FailAll(group, NotPrimary());
+    if (catch_up_needed) {
+      Status st = CatchUp(/*fence=*/true);
+      if (!st.ok()) return FailAll(group, st);
+      if (role != ReplicationRole::kPrimary) return FailAll(group, NotPrimary());
     }
-    return;
   }
   // The writer is the only one writing, so the latest state is stable during the group.
   StoreReader base(store.get(), nullptr);
@@ -316,17 +393,114 @@ void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
   Status st = Commit(overlay, group_entries, group_first);
   if (st.ok() && rotated_in_group) st = FinishRotation(next_id - 1);
   rotated_in_group = false;
+  if (!st.ok() && (st.reason() == "not_primary" || st.reason() == "replication")) {
+    // Nothing was written here: forget the group's decisions and learn from the log what it
+    // holds before deciding again.
+    catch_up_needed = true;
+    Status reload = LoadTail();
+    if (!reload.ok()) stopped = true;
+    return FailAll(group, st);
+  }
   if (!st.ok()) {
     stopped = true;
-    for (Pending* p : group) {
-      p->result =
-          Status::Unavailable("write failed, ledger stopped: " + st.message(), "ledger_stopped");
-    }
-    return;
+    return FailAll(group, Status::Unavailable("write failed, ledger stopped: " + st.message(),
+                                              "ledger_stopped"));
   }
   for (Pending* p : group) {
     if (p->result.ok()) p->result->tree_size = next_id;
   }
+}
+
+// Publishes the group before it is written here: a group is acknowledged only once the
+// replicated log holds it, so a follower promoted later has every acknowledged write.
+Status Ledger::Impl::Publish(uint64_t first_id, const std::vector<std::string>& entries,
+                             const CheckpointInfo& cp, StoreBatch* batch) {
+  CommitGroup g{writer_id, first_id, entries, cp.note};
+  Result<uint64_t> seq = options.group_log->Publish(g, stream_seq);
+  if (!seq.ok()) {
+    if (seq.status().reason() == "wrong_last_seq") {
+      return Status::Unavailable("the log moved on: " + seq.status().message(), "not_primary");
+    }
+    return Status::Unavailable("replicated log: " + seq.status().message(), "replication");
+  }
+  batch->Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(*seq));
+  stream_seq = *seq;
+  return Status::Ok();
+}
+
+Status Ledger::Impl::CatchUp(bool fence) {
+  for (;;) {
+    auto groups = options.group_log->ReadAfter(stream_seq, 256);
+    if (!groups.ok()) {
+      return Status::Unavailable("replicated log: " + groups.status().message(), "replication");
+    }
+    if (groups->empty()) break;
+    for (const auto& [seq, g] : *groups) {
+      RETURN_IF_ERROR(ApplyCommitGroup(g, seq));
+      // A group by another writer: a newer primary took over.
+      if (fence && g.writer != writer_id) role = ReplicationRole::kFenced;
+    }
+  }
+  catch_up_needed = false;
+  return Status::Ok();
+}
+
+Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
+  if (seq <= stream_seq) return Status::Ok();  // already held
+  if (g.entries.empty()) return ApplyClaim(g, seq);
+  if (g.first_id != next_id) {
+    return Status::DataLoss("group at sequence " + std::to_string(seq) + " starts at entry " +
+                            std::to_string(g.first_id) + ", expected " + std::to_string(next_id));
+  }
+  StoreReader base(store.get(), nullptr);
+  OverlayState overlay(&base);
+  std::vector<NodeWrite> nodes;
+  int64_t last_time = last_time_us;
+  for (size_t i = 0; i < g.entries.size(); ++i) {
+    ASSIGN_OR_RETURN(Entry e, DecodeEntry(g.entries[i]));
+    if (e.id != g.first_id + i || e.time_us < last_time) {
+      return Status::DataLoss("entry " + std::to_string(e.id) + " out of order in the log");
+    }
+    last_time = e.time_us;
+    RETURN_IF_ERROR(ApplyEntry(e, &overlay));
+    overlay.Put(Cf::kEntries, EntryKey(e.id), g.entries[i]);
+    nodes.clear();
+    frontier.Append(LeafHash(g.entries[i]), &nodes);
+    for (const NodeWrite& n : nodes) {
+      overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+    }
+  }
+  uint64_t size = g.first_id + g.entries.size();
+  Status st = [&]() -> Status {
+    ASSIGN_OR_RETURN(auto note, ParseNote(g.checkpoint));
+    ASSIGN_OR_RETURN(Checkpoint cp, ParseCheckpoint(note.first));
+    if (cp.size != size || cp.root != frontier.Root()) {
+      return Status::DataLoss("group checkpoint does not match the entries");
+    }
+    // Signed by the key in force before this group: the last one rotated to, else our own.
+    ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, Rotations());
+    Verifier v(options.origin,
+               rotations.empty() ? CurrentSigner().public_key() : rotations.back().public_key);
+    RETURN_IF_ERROR(VerifyNote(g.checkpoint, v, nullptr));
+    StoreBatch batch(*store);
+    overlay.AddTo(&batch);
+    batch.Put(Cf::kCheckpoints, CheckpointKey(size), g.checkpoint);
+    batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
+    batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
+    RETURN_IF_ERROR(store->Write(batch));
+    std::lock_guard<std::mutex> lock(mu);
+    latest = CheckpointInfo{cp.origin, cp.size, cp.root, g.checkpoint};
+    committed_size = size;
+    return Status::Ok();
+  }();
+  if (!st.ok()) {
+    RETURN_IF_ERROR(LoadTail());
+    return st;
+  }
+  next_id = size;
+  last_time_us = last_time;
+  stream_seq = seq;
+  return Status::Ok();
 }
 
 void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
@@ -387,6 +561,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   TALLY_CHECK(cp.size > committed_size.load());
   batch.Put(Cf::kCheckpoints, CheckpointKey(cp.size), cp.note);
   batch.Put(Cf::kMeta, kMetaCheckpoint, cp.note);
+  if (options.group_log) RETURN_IF_ERROR(Publish(group_first, group_entries, cp, &batch));
   auto start = std::chrono::steady_clock::now();
   Status st = options.before_write ? options.before_write() : Status::Ok();
   if (st.ok()) st = store->Write(batch);
@@ -397,6 +572,26 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   committed_size = next_id;
   RecordGroup(group_entries.size(), seconds);
   return Status::Ok();
+}
+
+// At most one statvfs per interval, by whichever thread claims it; the others use the last
+// answer. A statvfs that fails leaves the last answer (the guard must not stop writes itself).
+bool Ledger::Impl::StorageLow() {
+  if (options.min_free_bytes == 0) return false;
+  int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch())
+                    .count();
+  int64_t due = next_space_check_ns.load(std::memory_order_relaxed);
+  if (now >= due &&
+      next_space_check_ns.compare_exchange_strong(due, now + kFreeSpaceCheckIntervalMs * 1'000'000,
+                                                  std::memory_order_relaxed)) {
+    struct statvfs fs;
+    if (::statvfs(options.dir.c_str(), &fs) == 0) {
+      uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+      storage_low.store(free_bytes < options.min_free_bytes, std::memory_order_relaxed);
+    }
+  }
+  return storage_low.load(std::memory_order_relaxed);
 }
 
 Ledger::Ledger(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -423,10 +618,20 @@ Ledger::~Ledger() {
   if (impl_->writer.joinable()) impl_->writer.join();
 }
 
-Result<AppendResult> Ledger::Append(AppendRequest request) {
+Status Ledger::Writable() const {
   if (impl_->stopped) {
     return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
   }
+  if (impl_->StorageLow()) {
+    return Status::ResourceExhausted("less than " + std::to_string(impl_->options.min_free_bytes) +
+                                         " bytes free for the ledger: writes are refused",
+                                     "insufficient_storage");
+  }
+  return Status::Ok();
+}
+
+Result<AppendResult> Ledger::Append(AppendRequest request) {
+  RETURN_IF_ERROR(Writable());
   Pending p{std::move(request), {}, Status::Internal("undecided")};
   auto future = p.promise.get_future();
   {
@@ -578,6 +783,92 @@ Result<AppendResult> Ledger::RotateSigningKey() {
   };
   return Append(std::move(req));
 }
+
+const char* ReplicationRoleName(ReplicationRole role) {
+  switch (role) {
+    case ReplicationRole::kStandalone:
+      return "standalone";
+    case ReplicationRole::kPrimary:
+      return "primary";
+    case ReplicationRole::kFollower:
+      return "follower";
+    case ReplicationRole::kFenced:
+      return "fenced";
+  }
+  return "unknown";
+}
+
+Status Ledger::ApplyGroup(const CommitGroup& group, uint64_t seq) {
+  std::lock_guard<std::mutex> lock(impl_->apply_mu);
+  if (impl_->role != ReplicationRole::kFollower) {
+    return Status::FailedPrecondition("only a follower applies groups from the log");
+  }
+  return impl_->ApplyCommitGroup(group, seq);
+}
+
+Status Ledger::Promote() {
+  std::lock_guard<std::mutex> lock(impl_->apply_mu);
+  if (impl_->role != ReplicationRole::kFollower) {
+    return Status::FailedPrecondition("only a follower can be promoted", "not_a_follower");
+  }
+  // The role stays kFollower until the claim is in the log: a follower's applier that sees
+  // kPrimary knows the promotion succeeded.
+  Status st = impl_->TakeOver();
+  if (st.ok()) impl_->role = ReplicationRole::kPrimary;
+  return st;
+}
+
+// Catching up to the end of the log is not enough: the old primary, if it still runs, may
+// publish after the end we read, and its group would then fence us. So the new primary claims
+// the log with a group of its own: no entries and no checkpoint (it changes no state; it only
+// carries the writer id). Once the log holds the claim, the old primary's next publish is
+// refused and the claim, read in its catch-up, fences it. The claim goes at the end of the log
+// as it is found, before anything is applied: a follower that applies more slowly than a
+// running primary writes would never reach the end, and racing it group by group could lose
+// every time. What the old primary published before the claim is applied afterwards, in order.
+Status Ledger::Impl::TakeOver() {
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, Rotations());
+  if (!rotations.empty() && rotations.back().public_key != CurrentSigner().public_key()) {
+    return Status::FailedPrecondition(
+        "signing.key is not the key the log rotated to: copy the primary's signing.key and "
+        "signing.pub here and restart before promoting");
+  }
+  const CommitGroup claim{writer_id, 0, {}, ""};
+  uint64_t end = stream_seq;
+  for (int attempt = 0;; ++attempt) {
+    if (attempt == kPromoteClaimAttemptsMax) {
+      return Status::Unavailable("the log kept moving while claiming it; promote again",
+                                 "replication");
+    }
+    Result<uint64_t> last = options.group_log->LastSeq(end);
+    if (!last.ok()) {
+      return Status::Unavailable("replicated log: " + last.status().message(), "replication");
+    }
+    end = *last;
+    Result<uint64_t> seq = options.group_log->Publish(claim, end);
+    if (seq.ok()) break;
+    if (seq.status().reason() != "wrong_last_seq") {
+      return Status::Unavailable("replicated log: " + seq.status().message(), "replication");
+    }
+  }
+  return CatchUp(/*fence=*/false);  // the old primary's last groups, then the claim
+}
+
+// A claim (TakeOver) changes nothing but the stream position.
+Status Ledger::Impl::ApplyClaim(const CommitGroup& g, uint64_t seq) {
+  if (g.first_id != 0 || !g.checkpoint.empty()) {
+    return Status::DataLoss("group at sequence " + std::to_string(seq) +
+                            " has no entries but is not a claim");
+  }
+  StoreBatch batch(*store);
+  batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
+  RETURN_IF_ERROR(store->Write(batch));
+  stream_seq = seq;
+  return Status::Ok();
+}
+
+ReplicationRole Ledger::role() const { return impl_->role; }
+uint64_t Ledger::stream_seq() const { return impl_->stream_seq; }
 
 Status Ledger::Backup(const std::string& dir) const { return impl_->store->CreateCheckpoint(dir); }
 

@@ -21,7 +21,18 @@
 
 namespace tally {
 
+class GroupLog;
 class Signer;
+struct CommitGroup;
+
+// How a ledger takes part in replication (DESIGN.md, "Beyond one machine").
+enum class ReplicationRole {
+  kStandalone,  // no replicated log: the default
+  kPrimary,     // publishes every commit group to the log before writing it locally
+  kFollower,    // applies the log's groups, refuses appends
+  kFenced,      // was primary, another primary took over: refuses appends
+};
+const char* ReplicationRoleName(ReplicationRole role);
 
 struct LedgerOptions {
   // The data directory: RocksDB in DIR/db, the signing key in DIR/signing.key (created on first
@@ -36,6 +47,16 @@ struct LedgerOptions {
   // Fault injection for tests: called before each group's write; a non-OK status is treated as
   // a failed write. Null in production.
   std::function<Status()> before_write;
+  // Disk-full guard: while the file system holding `dir` has fewer bytes free for unprivileged
+  // use than this (statvfs f_bavail * f_frsize, looked at most once a second), Append refuses
+  // every request with ResourceExhausted "insufficient_storage" before it reaches RocksDB, so
+  // the disk never fills under the WAL (a failed write would fail-stop the ledger). Reads keep
+  // working; writes resume by themselves once space is freed. 0 disables the guard.
+  uint64_t min_free_bytes = kMinFreeBytesDefault;
+  // Replication: the log groups are published to (null: standalone). Must outlive the Ledger.
+  GroupLog* group_log = nullptr;
+  // With group_log: open as a follower (apply the log, refuse appends) rather than a primary.
+  bool follower = false;
 };
 
 // What the writer hands a request's decider: the state as of every earlier decision (including
@@ -119,7 +140,8 @@ class Ledger {
   // Queues a request and waits until it is durable (synced) or refused. A repeat of an earlier
   // request (same actor, key and hash) returns the original ids with replayed set and writes
   // nothing; the same key with another hash is FailedPrecondition "idempotency_key_reused".
-  // After a failed write, every append is Unavailable ("ledger_stopped") until reopened.
+  // After a failed write, every append is Unavailable ("ledger_stopped") until reopened; while
+  // the disk has less than min_free_bytes free, ResourceExhausted ("insufficient_storage").
   // Thread-safe.
   Result<AppendResult> Append(AppendRequest request);
 
@@ -146,6 +168,9 @@ class Ledger {
   uint64_t size() const;  // entries in the log
   LedgerStats Stats() const;
   bool stopped() const;  // true after a failed write (fail-stop)
+  // Whether Append would take a request now: OK, Unavailable "ledger_stopped" after a failed
+  // write, or ResourceExhausted "insufficient_storage" below min_free_bytes (for /readyz).
+  Status Writable() const;
   const Signer& signer() const;
   const Clock& clock() const;
   const LedgerOptions& options() const;
@@ -156,6 +181,17 @@ class Ledger {
   // the current key), then signs every later checkpoint with the new key. The old key is kept as
   // DIR/signing.key.<entry id>.old. See docs/operations.md.
   Result<AppendResult> RotateSigningKey();
+
+  // Replication. A follower applies each group of the log, in order: the entries are decoded
+  // strictly and applied exactly as Rebuild does (no rule is re-run), the tree is extended, and
+  // the group's checkpoint must carry the same size and root and a valid signature of the
+  // ledger's key, or DataLoss. Groups already held are skipped. Not for standalone ledgers.
+  Status ApplyGroup(const CommitGroup& group, uint64_t seq);
+  // A follower becomes primary: it reads the log to its end, applies what it lacks, and from
+  // then on publishes after the last group. The old primary is fenced by the log itself.
+  Status Promote();
+  ReplicationRole role() const;
+  uint64_t stream_seq() const;  // the log sequence of the last group held (0: none)
 
   // Writes a consistent copy of the database to `dir` (RocksDB checkpoint).
   Status Backup(const std::string& dir) const;

@@ -27,6 +27,19 @@ inline constexpr int64_t kPointsMax = 1'000'000'000'000;  // one amount in a req
 inline constexpr size_t kCommitGroupRequestsMax = 1024;   // requests decided in one commit group
 inline constexpr size_t kWriterQueueRequestsMax = 65536;  // queued before Append refuses
 inline constexpr size_t kRequestEntriesMax = 10000;       // entries one request may emit
+// Disk-full guard (LedgerOptions::min_free_bytes): writes stop below this much free space.
+inline constexpr uint64_t kMinFreeBytesDefault = uint64_t{256} << 20;
+inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most this often
+
+// Replication (tallyd --replicate / --follow, DESIGN.md "Beyond one machine").
+inline constexpr int64_t kReplicationPublishTimeoutMs = 2000;  // a publish's acknowledgement
+inline constexpr int64_t kReplicationRequestTimeoutMs = 2000;  // reads and stream look-ups
+inline constexpr int64_t kReplicationSetupTimeoutMs = 30'000;  // finding or creating the stream
+inline constexpr int64_t kReplicationReconnectWaitMs = 100;    // between reconnect attempts
+inline constexpr int kReplicationStreamReplicasDefault = 3;    // copies of each group
+inline constexpr size_t kReplicationReadGroupsMax = 256;       // groups a follower reads at once
+inline constexpr int64_t kFollowerPollMs = 20;                 // follower at the end: next look
+inline constexpr int kPromoteClaimAttemptsMax = 100;  // claims refused while an old primary runs
 
 // Reads.
 inline constexpr size_t kPageItemsMax = 500;
@@ -39,6 +52,13 @@ inline constexpr int kReadTimeoutMs = 10'000;
 inline constexpr int kIdleTimeoutMs = 60'000;
 inline constexpr size_t kConnectionsMax = 10'000;
 inline constexpr int kJsonDepthMax = 16;
+
+// Days in a request or program setting (expiry, pending, code lifetime): about 100 years.
+inline constexpr int64_t kDaysMax = 36'600;
+
+// Reports.
+inline constexpr int64_t kActivityBucketsDefault = 30;  // buckets before `to` when `from` is absent
+inline constexpr int64_t kActivityBucketsMax = 1000;    // buckets in one activity report
 
 // Referrals.
 inline constexpr int kReferralCodeChars = 12;  // Crockford base32, last is a check

@@ -307,7 +307,7 @@ Result<WriteResult> Loyalty::Earn(const WriteContext& w, const std::string& prog
     return BadRequest("order_amount_minor must be 1 to 1000000000000");
   }
   if (!r.order_id.empty() && !IsValidId(r.order_id)) return BadRequest("bad order_id");
-  if (r.pending_days && (*r.pending_days < 0 || *r.pending_days > 36500)) {
+  if (r.pending_days && (*r.pending_days < 0 || *r.pending_days > kDaysMax)) {
     return BadRequest("pending_days out of range");
   }
   if (r.description.size() > kDescriptionBytesMax) return BadRequest("description too long");

@@ -116,7 +116,6 @@ Status ValidateProgram(const ProgramConfig& p) {
   for (char c : p.currency) {
     if (c < 'A' || c > 'Z') return bad("currency must be a 3-letter code");
   }
-  constexpr int64_t kDaysMax = 36500;
   if (p.point_value_minor < 0 || p.point_value_minor > kPointsMax) {
     return bad("point_value_minor out of range");
   }

@@ -33,8 +33,6 @@ Status ForEachProgramEntry(const StateReader& s, const std::string& program,
   return st;
 }
 
-constexpr int64_t kBucketsMax = 10000;
-
 // The start of the bucket after `t` (UTC calendar months for kMonth).
 int64_t NextBucket(int64_t t, Bucket b) {
   if (b == Bucket::kHour) return (t / (3600 * kMicrosPerSecond) + 1) * 3600 * kMicrosPerSecond;
@@ -135,7 +133,7 @@ Result<std::vector<ActivityBucket>> Loyalty::Activity(const std::string& program
   std::vector<ActivityBucket> out;
   int64_t start = BucketStart(from_us, bucket);
   for (int64_t t = start; t < to_us; t = NextBucket(t, bucket)) {
-    if (static_cast<int64_t>(out.size()) >= kBucketsMax) {
+    if (static_cast<int64_t>(out.size()) >= kActivityBucketsMax) {
       return Status::InvalidArgument("too many buckets: choose a wider bucket", "bad_request");
     }
     out.push_back(ActivityBucket{t});

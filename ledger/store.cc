@@ -1,5 +1,6 @@
 #include "ledger/store.h"
 
+#include <fcntl.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
@@ -7,13 +8,87 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
+#include <sys/time.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
 #include <vector>
 
 namespace tally {
 namespace {
 
 constexpr size_t kBlockCacheBytes = 256 << 20;
+constexpr size_t kInfoLogFilesKept = 4;  // LOG and the newest LOG.old.* before it
+
+// RocksDB's info log (DIR/db/LOG), written by this class rather than RocksDB's own logger.
+// Debian's librocksdb is built with assertions on, and its logger asserts when it writes after
+// one of its writes failed: a full disk (or any write error on LOG) would abort tallyd at the
+// next log line instead of letting the ledger fail-stop. This logger never fails: a line that
+// cannot be written is dropped.
+class InfoLog final : public rocksdb::Logger {
+ public:
+  // Moves an existing LOG to LOG.old.<micros> (keeping the newest few) and opens a new one.
+  // If LOG cannot be created, a logger that drops every line (never RocksDB's own).
+  static std::shared_ptr<rocksdb::Logger> Open(const std::string& dir) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    const fs::path log = fs::path(dir) / "LOG";
+    if (fs::exists(log, ec)) {
+      timeval tv{};
+      ::gettimeofday(&tv, nullptr);
+      uint64_t micros = static_cast<uint64_t>(tv.tv_sec) * 1'000'000 + tv.tv_usec;
+      fs::rename(log, fs::path(dir) / ("LOG.old." + std::to_string(micros)), ec);
+    }
+    std::vector<fs::path> old;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->path().filename().string().rfind("LOG.old.", 0) == 0) old.push_back(it->path());
+    }
+    std::sort(old.begin(), old.end());  // same-length micros: oldest first
+    for (size_t i = 0; i + kInfoLogFilesKept - 1 < old.size(); ++i) fs::remove(old[i], ec);
+    return std::make_shared<InfoLog>(
+        ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  }
+
+  explicit InfoLog(int fd)  // -1: drop every line
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL), fd_(fd) {}
+  ~InfoLog() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    if (fd_ < 0) return;
+    timeval tv{};
+    ::gettimeofday(&tv, nullptr);
+    tm t{};
+    ::gmtime_r(&tv.tv_sec, &t);
+    char stamp[96];
+    std::snprintf(stamp, sizeof stamp, "%04d/%02d/%02d-%02d:%02d:%02d.%06ld ", t.tm_year + 1900,
+                  t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
+                  static_cast<long>(tv.tv_usec));
+    std::string line = stamp;
+    va_list copy;
+    va_copy(copy, ap);
+    int n = std::vsnprintf(nullptr, 0, format, copy);
+    va_end(copy);
+    if (n < 0) return;
+    size_t at = line.size();
+    line.resize(at + static_cast<size_t>(n) + 1);
+    std::vsnprintf(line.data() + at, static_cast<size_t>(n) + 1, format, ap);
+    line.back() = '\n';
+    // One write per line (O_APPEND keeps concurrent lines whole); a failure is ignored.
+    ssize_t written = ::write(fd_, line.data(), line.size());
+    (void)written;
+  }
+
+ private:
+  int fd_;
+};
 
 // RocksDB errors are converted once, here, at the boundary.
 Status FromRocks(const rocksdb::Status& s, std::string_view what) {
@@ -119,6 +194,11 @@ Store::~Store() = default;
 
 Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options& options) {
   rocksdb::DBOptions db_opt = MakeDbOptions(options);
+  std::error_code ec;
+  if (options.mode == Mode::kReadWrite &&
+      (options.create_if_missing || std::filesystem::exists(dir, ec))) {
+    db_opt.info_log = InfoLog::Open(dir);
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   // One block cache shared by every column family.
   std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(kBlockCacheBytes);

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh build -DTALLY_TESTS=OFF
+TALLY_TARGETS="tallyd tally-audit" scripts/build.sh build
 exec build/tallyd --data "${TALLY_DATA:-data}" --listen "${TALLY_LISTEN:-127.0.0.1:8080}" "$@"
