@@ -42,10 +42,11 @@ tally::AppendRequest Earn(int thread, uint64_t i) {
 int main(int argc, char** argv) {
   int appenders = argc > 1 ? std::atoi(argv[1]) : 1;
   double seconds = argc > 2 ? std::atof(argv[2]) : 5.0;
-  std::string dir = argc > 3 ? argv[3]
-                             : (std::filesystem::temp_directory_path() /
-                                ("tally-bench-" + std::to_string(::getpid())))
-                                   .string();
+  std::string dir =
+      argc > 3
+          ? argv[3]
+          : (std::filesystem::temp_directory_path() / ("tally-bench-" + std::to_string(::getpid())))
+                .string();
   tally::LedgerOptions o;
   o.dir = dir;
   auto ledger = tally::Ledger::Open(o);
@@ -70,13 +71,14 @@ int main(int argc, char** argv) {
   for (auto& th : threads) th.join();
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   tally::LedgerStats s = (*ledger)->Stats();
-  std::printf("appenders=%d appends=%llu failed=%llu seconds=%.2f appends_per_s=%.0f "
-              "groups=%llu mean_group=%.1f mean_sync_ms=%.3f\n",
-              appenders, static_cast<unsigned long long>(done.load()),
-              static_cast<unsigned long long>(failed.load()), elapsed, static_cast<double>(done.load()) / elapsed,
-              static_cast<unsigned long long>(s.groups),
-              s.groups ? static_cast<double>(s.group_entries_sum) / static_cast<double>(s.groups) : 0.0,
-              s.groups ? 1000.0 * s.write_seconds_sum / static_cast<double>(s.groups) : 0.0);
+  std::printf(
+      "appenders=%d appends=%llu failed=%llu seconds=%.2f appends_per_s=%.0f "
+      "groups=%llu mean_group=%.1f mean_sync_ms=%.3f\n",
+      appenders, static_cast<unsigned long long>(done.load()),
+      static_cast<unsigned long long>(failed.load()), elapsed,
+      static_cast<double>(done.load()) / elapsed, static_cast<unsigned long long>(s.groups),
+      s.groups ? static_cast<double>(s.group_entries_sum) / static_cast<double>(s.groups) : 0.0,
+      s.groups ? 1000.0 * s.write_seconds_sum / static_cast<double>(s.groups) : 0.0);
   ledger->reset();
   if (argc <= 3) std::filesystem::remove_all(dir);
   return failed == 0 ? 0 : 1;
