@@ -222,13 +222,25 @@ Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
   c.lifetime_expired = rec->lifetime_expired;
   c.referral_code = rec->referral_code;
   c.referred_by = rec->referred_by;
-  ASSIGN_OR_RETURN(std::vector<internal::Lot> lots, internal::LoadLots(*view, program, customer));
-  for (const internal::Lot& l : lots) {
-    if (l.expires_at_us == 0) break;  // never-expiring lots sort last
-    if (!c.next_expiry) c.next_expiry = std::make_pair(l.expires_at_us, int64_t{0});
-    if (l.expires_at_us != c.next_expiry->first) break;
-    c.next_expiry->second += l.record.remaining;
-  }
+  // Lots sort soonest expiry first and never-expiring last: read only the first expiry's lots.
+  std::string prefix = LotsPrefix(program, customer);
+  Status decode;
+  RETURN_IF_ERROR(view->Scan(Cf::kLots, prefix, PrefixEnd(prefix), false,
+                             [&](std::string_view k, std::string_view v) {
+                               uint64_t exp = DecodeU64(k.substr(prefix.size(), 8));
+                               if (exp == UINT64_MAX) return false;
+                               auto at = static_cast<int64_t>(exp);
+                               if (c.next_expiry && c.next_expiry->first != at) return false;
+                               auto lot = DecodeLot(v);
+                               if (!lot.ok()) {
+                                 decode = lot.status();
+                                 return false;
+                               }
+                               if (!c.next_expiry) c.next_expiry = std::make_pair(at, int64_t{0});
+                               c.next_expiry->second += lot->remaining;
+                               return true;
+                             }));
+  RETURN_IF_ERROR(decode);
   return c;
 }
 

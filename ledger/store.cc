@@ -133,6 +133,9 @@ rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   opt.paranoid_checks = true;
   opt.max_background_jobs = 2;
   opt.keep_log_file_num = 4;
+  // Column families written rarely would otherwise pin old WAL files for ever (gigabytes after
+  // millions of entries, all replayed at the next open); past this size RocksDB flushes them.
+  opt.max_total_wal_size = 64 << 20;
   if (o.mode == Store::Mode::kSecondary) opt.max_open_files = -1;
   return opt;
 }
@@ -163,6 +166,13 @@ struct Store::Rep {
   Mode mode = Mode::kReadWrite;
 
   ~Rep() {
+    // A clean close flushes the memtables, so the next open has no WAL to replay (a restart
+    // after a long run would otherwise re-insert every write since the last flush).
+    if (mode == Mode::kReadWrite && db) {
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      db->Flush(fo, handles).PermitUncheckedError();
+    }
     for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
     handles.clear();
     db.reset();
@@ -201,7 +211,9 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   // One block cache shared by every column family.
-  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(kBlockCacheBytes);
+  // Four shards of 64 MiB: a large table's filter block (several MiB) must fit in one shard, or
+  // it is evicted as soon as it is read and every look-up reads it from disk again.
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(kBlockCacheBytes, 2);
   for (int i = 0; i < kCfCount; ++i) cfs.emplace_back(kCfNames[i], MakeCfOptions(cache));
   auto rep = std::make_unique<Rep>();
   rep->mode = options.mode;
