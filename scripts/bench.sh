@@ -59,20 +59,32 @@ fi
 bin=$(cd "$build_dir" && pwd)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  done
+pids=()  # background processes not yet waited for
+forget() {
+  local pid keep=()
+  for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
+  pids=("${keep[@]}")
+}
+# stop PID: SIGTERM, then SIGKILL after 30 s; waits for it.
+stop() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget "$pid"
+}
+cleanup() {  # newest first: a client before its server
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A signal ends the script through the EXIT trap (a closed stdout too, as with `| head`).
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 141' PIPE
+trap 'exit 143' TERM
 
 now_ns() { date +%s%N; }
 
@@ -100,13 +112,17 @@ start_server() {
   done
 }
 
-# stop_server PID: SIGTERM, then waits (SIGKILL after 30 s).
-stop_server() {
-  local pid=$1
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+stop_server() { stop "$1"; }
+
+# run CMD...: runs CMD in the background and waits for it, so that a signal to this script is
+# handled at once (the EXIT trap then stops CMD). Returns CMD's exit status.
+run() {
+  "$@" &
+  local pid=$! rc=0
+  pids+=("$pid")
+  wait "$pid" || rc=$?
+  forget "$pid"
+  return "$rc"
 }
 
 # The first numeric value of "NAME": in a JSON line.
@@ -124,7 +140,8 @@ bench() {
   echo
   echo "== $label"
   echo "\$ tally-bench ${cmd[*]:1}" | sed "s/--key [^ ]*/--key \$TALLY_ADMIN_KEY/"
-  result=$(timeout -k 5 $((duration + 600)) "${cmd[@]}")
+  run timeout -k 5 $((duration + 600)) "${cmd[@]}" >"$tmp/result.json"
+  result=$(cat "$tmp/result.json")
   echo "$result"
   printf '   %.0f req/s   p50 %s ms  p90 %s ms  p99 %s ms  p99.9 %s ms   status %s   lost %s\n' \
     "$(field "$result" rps)" "$(field "$result" p50)" "$(field "$result" p90)" \
@@ -185,8 +202,14 @@ if [[ $restart == 1 ]]; then
   echo "== f. restart: $entries entries"
   fill_limit=$((600 + entries / 500))
   echo "\$ tally-bench-fill --data DIR --entries $entries"
-  timeout -k 5 "$fill_limit" "$bin/tally-bench-fill" --data "$tmp/fill" --entries "$entries"
-  filled=$(du -sb "$tmp/fill/db" | cut -f1)
+  run timeout -k 5 "$fill_limit" "$bin/tally-bench-fill" --data "$tmp/fill" --entries "$entries"
+  # sizes DIR: "TOTAL SST WAL" bytes of a RocksDB directory.
+  sizes() {
+    echo "$(du -sb "$1" | cut -f1)" \
+      "$(find "$1" -name '*.sst' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')" \
+      "$(find "$1" -name '*.log' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')"
+  }
+  read -r filled filled_sst filled_wal < <(sizes "$tmp/fill/db")
   export TALLY_ADMIN_KEY=${TALLY_ADMIN_KEY:-bench-restart}
   start_timeout=$fill_limit
   # time_restart LABEL: starts tallyd on the filled directory, prints the time from the start to
@@ -208,12 +231,10 @@ if [[ $restart == 1 ]]; then
   }
   time_restart "first start after the fill"
   time_restart "second start"
-  total=$(( $(du -sb "$tmp/fill/db" | cut -f1) ))
-  sst=$(find "$tmp/fill/db" -name '*.sst' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
-  wal=$(find "$tmp/fill/db" -name '*.log' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  read -r total sst wal < <(sizes "$tmp/fill/db")
   per() { awk -v t="$1" -v n="$entries" 'BEGIN { printf "%.1f", t / n }'; }
-  printf '   du -sb DIR/db after the fill         %d bytes, %s bytes per entry (mostly WAL)\n' \
-    "$filled" "$(per "$filled")"
-  printf '   du -sb DIR/db after the restarts     %d bytes, %s bytes per entry (sst %d, wal %d)\n' \
+  printf '   du -sb DIR/db after the fill       %d bytes, %s bytes per entry (sst %d, wal %d)\n' \
+    "$filled" "$(per "$filled")" "$filled_sst" "$filled_wal"
+  printf '   du -sb DIR/db after the restarts   %d bytes, %s bytes per entry (sst %d, wal %d)\n' \
     "$total" "$(per "$total")" "$sst" "$wal"
 fi
