@@ -2,6 +2,7 @@
 // The NATS JetStream transport is tested end to end elsewhere; these tests pin the ledger's
 // rules: publish before writing, apply through the same path as Rebuild, fence on takeover.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -204,6 +205,70 @@ TEST_CASE("A promoted follower fences the old primary", "[replication]") {
   CHECK(testing::Balance(*follower, "acme:customer:bob:available") == 6);
   CHECK(RebuildClean(*follower));
   CHECK(RebuildClean(*old_primary));
+}
+
+TEST_CASE("A restarted primary takes the group it published before dying as its own",
+          "[replication]") {
+  testing::TempDir a;
+  MemoryGroupLog log;
+  {
+    LedgerOptions o;
+    o.dir = a.path();
+    o.group_log = &log;
+    o.before_write = [] { return Status::Internal("the process dies before its local write"); };
+    auto dying = Ledger::Open(o);
+    REQUIRE(dying.ok());
+    REQUIRE_FALSE((*dying)->Append(testing::Transfer("acme", "alice", 5, "a")).ok());
+  }
+  REQUIRE(log.size() == 1);  // published, not written here
+  auto primary = Open(a.path(), &log, false);
+  auto again = primary->Append(testing::Transfer("acme", "alice", 5, "a"));
+  REQUIRE(again.ok());
+  CHECK(again->replayed);
+  CHECK(primary->role() == ReplicationRole::kPrimary);  // not fenced by its own group
+  REQUIRE(primary->Append(testing::Transfer("acme", "alice", 5, "b")).ok());
+  CHECK(testing::Balance(*primary, "acme:customer:alice:available") == 10);
+  CHECK(RebuildClean(*primary));
+}
+
+TEST_CASE("A promotion while the old primary keeps writing fences the old primary",
+          "[replication]") {
+  testing::TempDir a, b;
+  MemoryGroupLog log;
+  auto old_primary = Open(a.path(), &log, false);
+  CopyKey(a.path(), b.path());
+  auto follower = Open(b.path(), &log, true);
+  std::mutex mu;
+  std::vector<std::string> acked;
+  std::thread writer([&] {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (int i = 0; std::chrono::steady_clock::now() < deadline; ++i) {
+      std::string key = "w" + std::to_string(i);
+      auto r = old_primary->Append(testing::Transfer("acme", "c" + std::to_string(i % 3), 1, key));
+      if (r.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        acked.push_back(key);
+      } else if (old_primary->role() == ReplicationRole::kFenced) {
+        return;
+      }
+    }
+  });
+  while (log.size() < 20) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Status promoted = follower->Promote();  // races the old primary's publishes
+  writer.join();
+  REQUIRE(promoted.ok());
+  CHECK(follower->role() == ReplicationRole::kPrimary);
+  CHECK(old_primary->role() == ReplicationRole::kFenced);
+  REQUIRE(follower->Append(testing::Transfer("acme", "c0", 1, "new")).ok());
+  // Every write the old primary acknowledged is in the new primary's log, once.
+  for (const std::string& key : acked) {
+    int i = std::stoi(key.substr(1));
+    auto r = follower->Append(testing::Transfer("acme", "c" + std::to_string(i % 3), 1, key));
+    REQUIRE(r.ok());
+    CHECK(r->replayed);
+  }
+  CHECK(follower->size() == acked.size() + 1);
+  CHECK(RebuildClean(*follower));
 }
 
 }  // namespace tally
