@@ -91,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   tally::HttpRequest request;
   std::string_view input(reinterpret_cast<const char*>(data), size);
   if (!RequestFromFuzzInput(server, input, &request)) return 0;
-  HttpResponse response = server.router().Handle(request);
+  tally::HttpResponse response = server.router().Handle(request);
   Check(request, response);
   CheckReplay(server.router(), request, response);
   CheckRebuildNowAndThen(server.ledger());

@@ -5,11 +5,13 @@
 // the input), and its first response, if any, must be an HTTP/1.x status line other than 500.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sanitizer/lsan_interface.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -26,9 +28,10 @@
 namespace tally::fuzz {
 namespace {
 
-[[noreturn]] void Fail(const char* why, std::string_view response) {
-  std::fprintf(stderr, "fuzz_http_wire: %s\nresponse: %.*s\n", why,
-               static_cast<int>(std::min<size_t>(response.size(), 2000)), response.data());
+// `detail`: the response so far, or the error.
+[[noreturn]] void Fail(const char* why, std::string_view detail) {
+  std::fprintf(stderr, "fuzz_http_wire: %s\n%.*s\n", why,
+               static_cast<int>(std::min<size_t>(detail.size(), 2000)), detail.data());
   std::abort();
 }
 
@@ -50,12 +53,11 @@ HttpServer& Server() {
   return *server;
 }
 
-// Waits until the server has let go of every connection, so that the work (and the memory) of
-// one input ends before the next begins: libFuzzer counts allocations per input, and a session
-// freed after the callback returned would look like a leak and trigger a costly leak check.
+// Waits until the server has let go of every connection, so that the work of one input (its
+// coverage, its memory) ends before the next input begins.
 void WaitForIdle(const HttpServer& server) {
-  for (int i = 0; i < 20'000 && server.connections() != 0; ++i) usleep(100);
-  if (server.connections() != 0) Fail("the server kept a connection for 2 s after its close", "");
+  for (int i = 0; i < 50'000 && server.connections() != 0; ++i) usleep(100);
+  if (server.connections() != 0) Fail("the server kept a connection 5 s after its close", "");
 }
 
 std::string Exchange(uint16_t port, std::string_view input) {
@@ -71,20 +73,33 @@ std::string Exchange(uint16_t port, std::string_view input) {
   if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
     Fail("bind failed", std::strerror(errno));
   }
-  timeval timeout{5, 0};  // the server's own read timeout is 2 s
+  timeval timeout{8, 0};  // the server's own read timeout is 2 s; libFuzzer's -timeout 10 s
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // libFuzzer's timers interrupt system calls (EINTR) now and then: every call here retries.
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    Fail("connect failed", std::strerror(errno));
+    if (errno != EINTR) Fail("connect failed", std::strerror(errno));
+    // An interrupted connect goes on by itself; wait until it is done.
+    pollfd p{fd, POLLOUT, 0};
+    int ready = 0;
+    do {
+      ready = poll(&p, 1, 8000);
+    } while (ready < 0 && errno == EINTR);
+    int error = 0;
+    socklen_t len = sizeof error;
+    if (ready != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0 || error != 0) {
+      Fail("connect failed", std::strerror(ready == 1 ? error : ETIMEDOUT));
+    }
   }
   // The server may answer early (413, 431, 400) and close before taking all of the input: a
   // failed send is then expected.
   while (!input.empty()) {
     ssize_t n = send(fd, input.data(), input.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     input.remove_prefix(static_cast<size_t>(n));
   }
@@ -97,6 +112,7 @@ std::string Exchange(uint16_t port, std::string_view input) {
       response.append(buf, static_cast<size_t>(n));
       continue;
     }
+    if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       close(fd);
       Fail("the server kept the connection open after the input ended", response);
