@@ -4,8 +4,8 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
-#include "api/rfc3339.h"
 #include "ledger/base64.h"
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 
 namespace tally {

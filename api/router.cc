@@ -13,10 +13,10 @@
 #include "api/json_request.h"
 #include "api/json_view.h"
 #include "api/openapi.h"
-#include "api/rfc3339.h"
 #include "ledger/clock.h"
 #include "ledger/entry.h"
 #include "ledger/limits.h"
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 
 namespace tally {

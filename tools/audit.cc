@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "tools/audit_internal.h"
 
@@ -53,78 +54,6 @@ SecondaryStore::~SecondaryStore() {
 }
 
 }  // namespace audit_internal
-
-// ---- times ----
-
-std::string FormatTime(int64_t us) {
-  using namespace std::chrono;
-  sys_time<microseconds> t{microseconds(us)};
-  sys_days day = floor<days>(t);
-  year_month_day ymd(day);
-  hh_mm_ss<microseconds> hms(t - day);
-  char buf[48];
-  int n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02uT%02d:%02d:%02d", int(ymd.year()),
-                        unsigned(ymd.month()), unsigned(ymd.day()), int(hms.hours().count()),
-                        int(hms.minutes().count()), int(hms.seconds().count()));
-  std::string out(buf, static_cast<size_t>(n));
-  if (hms.subseconds().count() != 0) {
-    std::snprintf(buf, sizeof(buf), ".%06lld", static_cast<long long>(hms.subseconds().count()));
-    out += buf;
-  }
-  return out + "Z";
-}
-
-namespace {
-
-// Reads `n` decimal digits at `pos`.
-bool Digits(std::string_view s, size_t pos, size_t n, int* out) {
-  if (s.size() < pos + n) return false;
-  int v = 0;
-  for (size_t i = pos; i < pos + n; ++i) {
-    if (s[i] < '0' || s[i] > '9') return false;
-    v = v * 10 + (s[i] - '0');
-  }
-  *out = v;
-  return true;
-}
-
-// The fraction after the seconds, truncated to microseconds; at least one digit.
-bool Fraction(std::string_view s, size_t* pos, int64_t* micros) {
-  size_t start = *pos;
-  int64_t v = 0;
-  for (; *pos < s.size() && s[*pos] >= '0' && s[*pos] <= '9'; ++*pos) {
-    if (*pos - start < 6) v = v * 10 + (s[*pos] - '0');
-  }
-  if (*pos == start) return false;
-  for (size_t i = *pos - start; i < 6; ++i) v *= 10;
-  *micros = v;
-  return true;
-}
-
-}  // namespace
-
-Result<int64_t> ParseTime(std::string_view s) {
-  using namespace std::chrono;
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
-  // The shortest form is "YYYY-MM-DDTHH:MM:SSZ": 20 characters.
-  bool ok = s.size() >= 20 && Digits(s, 0, 4, &y) && s[4] == '-' && Digits(s, 5, 2, &mo) &&
-            s[7] == '-' && Digits(s, 8, 2, &d) && (s[10] == 'T' || s[10] == 't') &&
-            Digits(s, 11, 2, &h) && s[13] == ':' && Digits(s, 14, 2, &mi) && s[16] == ':' &&
-            Digits(s, 17, 2, &sec);
-  size_t pos = 19;
-  int64_t micros = 0;
-  if (ok && s[pos] == '.') {
-    ++pos;
-    ok = Fraction(s, &pos, &micros);
-  }
-  std::string_view zone = ok ? s.substr(pos) : "";
-  year_month_day ymd{year(y), month(static_cast<unsigned>(mo)), day(static_cast<unsigned>(d))};
-  ok = ok && (zone == "Z" || zone == "z" || zone == "+00:00") && ymd.ok() && y >= 1970 && h < 24 &&
-       mi < 60 && sec < 60;
-  if (!ok) return Status::InvalidArgument("not an RFC 3339 UTC time: " + std::string(s));
-  int64_t seconds = sys_days(ymd).time_since_epoch().count() * 86400LL + h * 3600 + mi * 60 + sec;
-  return seconds * 1'000'000 + micros;
-}
 
 // ---- backup ----
 
@@ -259,10 +188,10 @@ int RunVerify(const Flags& f, std::ostream& out, std::ostream& err) {
 Result<ReportOptions> ReportOptionsFrom(const Flags& f) {
   ReportOptions o{f.Get("--data"), f.Get("--program"), 0, 0};
   if (f.values.count("--from")) {
-    ASSIGN_OR_RETURN(o.from_us, ParseTime(f.Get("--from")));
+    ASSIGN_OR_RETURN(o.from_us, ParseRfc3339(f.Get("--from")));
   }
   if (f.values.count("--to")) {
-    ASSIGN_OR_RETURN(o.to_us, ParseTime(f.Get("--to")));
+    ASSIGN_OR_RETURN(o.to_us, ParseRfc3339(f.Get("--to")));
   } else {
     o.to_us = std::chrono::duration_cast<std::chrono::microseconds>(
                   std::chrono::system_clock::now().time_since_epoch())

@@ -132,13 +132,6 @@ Result<ReceiptCheck> VerifyReceipt(const std::string& json_text, const std::stri
 // Works on a stopped directory; for a running tallyd see docs/audit.md.
 Status Backup(const std::string& data_dir, const std::string& out_dir, bool with_secrets);
 
-// ---- times ----
-
-// "YYYY-MM-DDTHH:MM:SSZ" with six fractional digits only when the microseconds are not zero.
-std::string FormatTime(int64_t us);
-// Parses an RFC 3339 UTC time (Z or +00:00, optional fraction, truncated to microseconds).
-Result<int64_t> ParseTime(std::string_view text);
-
 }  // namespace tally
 
 #endif  // TALLY_TOOLS_AUDIT_H_

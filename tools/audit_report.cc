@@ -11,6 +11,7 @@
 #include "ledger/keys.h"
 #include "ledger/points.h"
 #include "ledger/report.h"
+#include "ledger/rfc3339.h"
 #include "ledger/state.h"
 #include "tools/audit.h"
 #include "tools/audit_internal.h"
@@ -112,7 +113,7 @@ Result<std::vector<ExpiryMonth>> ReportPass::ExpirySchedule(
           uint64_t expiry = DecodeU64(k.substr(k.size() - 16, 8));
           int64_t* sum = expiry == std::numeric_limits<uint64_t>::max()
                              ? &never
-                             : &months[FormatTime(static_cast<int64_t>(expiry)).substr(0, 7)];
+                             : &months[FormatRfc3339(static_cast<int64_t>(expiry)).substr(0, 7)];
           if (!lot.ok() || !CheckedAdd(*sum, lot->remaining, sum)) {
             st = Status::DataLoss("lot of " + row.customer + " does not add up");
           }
@@ -175,8 +176,8 @@ std::string ReportJson(const AuditReport& r) {
   Json j;
   j["program"] = r.program;
   j["program_entry_id"] = r.program_entry_id;
-  j["from"] = FormatTime(l.from_us);
-  j["to"] = FormatTime(l.to_us);
+  j["from"] = FormatRfc3339(l.from_us);
+  j["to"] = FormatRfc3339(l.to_us);
   j["opening"] = l.opening;
   j["earned"] = l.earned;
   j["referral"] = l.referral;
@@ -210,7 +211,7 @@ std::string ReportCsv(const AuditReport& r) {
   std::string s =
       "from,to,opening,earned,referral,adjusted,redeemed,expired,reversed,closing,pending,"
       "currency,point_value_minor,closing_value_minor\n" +
-      FormatTime(l.from_us) + "," + FormatTime(l.to_us);
+      FormatRfc3339(l.from_us) + "," + FormatRfc3339(l.to_us);
   for (int64_t v : {l.opening, l.earned, l.referral, l.adjusted, l.redeemed, l.expired, l.reversed,
                     l.closing, l.pending}) {
     s += "," + std::to_string(v);
@@ -234,7 +235,7 @@ std::string EntryJsonLine(const Entry& e) {
   j["program"] = OrNull(e.program);
   j["customer"] = OrNull(e.customer);
   j["points"] = EntryPoints(e);
-  j["created_at"] = FormatTime(e.time_us);
+  j["created_at"] = FormatRfc3339(e.time_us);
   j["order_id"] = OrNull(e.order_id);
   j["description"] = OrNull(e.description);
   j["refs"] = e.ref ? Json{{"entry_id", *e.ref}} : Json(nullptr);
@@ -247,7 +248,7 @@ std::string EntryJsonLine(const Entry& e) {
   Json lots = Json::array();
   for (const LotUse& l : e.lots) {
     lots.push_back({{"lot", l.lot},
-                    {"expires_at", l.expires_at_us ? Json(FormatTime(l.expires_at_us)) : Json()},
+                    {"expires_at", l.expires_at_us ? Json(FormatRfc3339(l.expires_at_us)) : Json()},
                     {"points", l.points}});
   }
   j["lots"] = std::move(lots);
@@ -258,7 +259,7 @@ std::string LedgerTransaction(const Entry& e) {
   std::string head = "entry " + std::to_string(e.id) + " " + EntryTypeName(e.type);
   if (e.postings.empty()) return "; " + head + ": no postings\n\n";
   // Ids are [A-Za-z0-9_.@-]: ledger-cli reads them in account names and metadata unchanged.
-  std::string t = FormatTime(e.time_us).substr(0, 10) + " * " + head + "\n";
+  std::string t = FormatRfc3339(e.time_us).substr(0, 10) + " * " + head + "\n";
   if (!e.program.empty()) t += "    ; program: " + e.program + "\n";
   if (!e.customer.empty()) t += "    ; customer: " + e.customer + "\n";
   if (!e.order_id.empty()) t += "    ; order_id: " + e.order_id + "\n";

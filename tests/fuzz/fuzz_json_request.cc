@@ -8,9 +8,9 @@
 #include <string_view>
 
 #include "api/json_request.h"
-#include "api/rfc3339.h"
 #include "ledger/entry.h"
 #include "ledger/limits.h"
+#include "ledger/rfc3339.h"
 
 namespace tally {
 namespace {

@@ -20,6 +20,7 @@
 #include "ledger/loyalty.h"
 #include "ledger/note.h"
 #include "ledger/records.h"
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
@@ -493,7 +494,7 @@ TEST_CASE("The report equals Loyalty's liability report and the sum of balances"
 TEST_CASE("The report is written as JSON and as CSV", "[audit]") {
   std::ostringstream json, csv, err;
   REQUIRE(RunAudit({"report", "--data", TheLedger().data, "--program", "acme", "--to",
-                    FormatTime(TheLedger().end_us)},
+                    FormatRfc3339(TheLedger().end_us)},
                    json, err) == kExitClean);
   auto j = nlohmann::json::parse(json.str());
   CHECK(j["closing"] == TheLedger().whole.closing);
@@ -507,14 +508,14 @@ TEST_CASE("The report is written as JSON and as CSV", "[audit]") {
 }
 
 TEST_CASE("Times are RFC 3339 UTC with microseconds only when not zero", "[audit]") {
-  CHECK(FormatTime(0) == "1970-01-01T00:00:00Z");
-  CHECK(FormatTime(1'795'360'000'000'000) == "2026-11-22T15:06:40Z");
-  CHECK(FormatTime(1'795'360'000'000'007) == "2026-11-22T15:06:40.000007Z");
-  CHECK(Ok(ParseTime("2026-11-22T15:06:40.000007Z")) == 1'795'360'000'000'007);
-  CHECK(Ok(ParseTime("2026-11-22t15:06:40+00:00")) == 1'795'360'000'000'000);
-  CHECK(!ParseTime("2026-02-30T00:00:00Z").ok());
-  CHECK(!ParseTime("2026-11-22T15:06:40").ok());
-  CHECK(!ParseTime("2026-11-22T15:06:40+01:00").ok());
+  CHECK(FormatRfc3339(0) == "1970-01-01T00:00:00Z");
+  CHECK(FormatRfc3339(1'795'360'000'000'000) == "2026-11-22T15:06:40Z");
+  CHECK(FormatRfc3339(1'795'360'000'000'007) == "2026-11-22T15:06:40.000007Z");
+  CHECK(Ok(ParseRfc3339("2026-11-22T15:06:40.000007Z")) == 1'795'360'000'000'007);
+  CHECK(Ok(ParseRfc3339("2026-11-22t15:06:40+00:00")) == 1'795'360'000'000'000);
+  CHECK(!ParseRfc3339("2026-02-30T00:00:00Z").ok());
+  CHECK(!ParseRfc3339("2026-11-22T15:06:40").ok());
+  CHECK(!ParseRfc3339("2026-11-22T15:06:40+01:00").ok());
 }
 
 std::string RunCommand(const std::string& cmd) {

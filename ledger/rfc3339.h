@@ -1,7 +1,7 @@
 // RFC 3339 UTC timestamps, the API's one text form of time, to and from microseconds since the
 // Unix epoch.
-#ifndef TALLY_API_RFC3339_H_
-#define TALLY_API_RFC3339_H_
+#ifndef TALLY_LEDGER_RFC3339_H_
+#define TALLY_LEDGER_RFC3339_H_
 
 #include <cstdint>
 #include <string>
@@ -23,4 +23,4 @@ std::string FormatRfc3339(int64_t us);
 
 }  // namespace tally
 
-#endif  // TALLY_API_RFC3339_H_
+#endif  // TALLY_LEDGER_RFC3339_H_

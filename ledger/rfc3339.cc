@@ -1,4 +1,4 @@
-#include "api/rfc3339.h"
+#include "ledger/rfc3339.h"
 
 #include <cstdio>
 
