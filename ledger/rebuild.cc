@@ -18,7 +18,7 @@ std::string Discrepancy::ToString() const {
 }
 
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
-                    std::vector<Discrepancy>* found) {
+                    std::vector<Discrepancy>* found, bool with_tree) {
   uint64_t expected_id = 0;
   std::vector<NodeWrite> nodes;
   Status st = store.Scan(
@@ -42,10 +42,10 @@ Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult*
           Status a = ApplyEntry(*e, &out->state);
           if (!a.ok()) found->push_back({a.message(), "entries", HexEncode(k), id, "", ""});
         }
-        nodes.clear();
-        out->frontier.Append(LeafHash(v), &nodes);
-        for (const NodeWrite& n : nodes) {
-          out->state.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+        if (with_tree) {
+          nodes.clear();
+          out->frontier.Append(LeafHash(v), &nodes);
+          for (const NodeWrite& n : nodes) out->tree.Put(n);
         }
         ++out->entries;
         return true;
@@ -59,37 +59,91 @@ std::string Shown(std::string_view v) {
   return v.size() > 64 ? HexEncode(v.substr(0, 64)) + "..." : HexEncode(v);
 }
 
+const char* CfName(Cf cf) { return kCfNames[static_cast<int>(cf)]; }
+
 }  // namespace
 
-Status CompareDerivedState(const Store& store, const Snapshot* snapshot, const MemoryState& rebuilt,
-                           std::vector<Discrepancy>* found) {
+Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
+                        const FlatState& rebuilt, std::vector<Discrepancy>* found) {
+  TALLY_CHECK(IsDerivedCf(cf) && cf != Cf::kTree);
+  std::vector<bool> seen(rebuilt.slots(cf), false);
+  RETURN_IF_ERROR(
+      store.Scan(cf, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
+        std::optional<size_t> slot = rebuilt.Find(cf, k);
+        FlatState::Item want;
+        if (slot) want = rebuilt.At(cf, *slot);
+        if (!want.present) {
+          found->push_back({"derived key not explained by the log", CfName(cf), HexEncode(k),
+                            std::nullopt, "nothing", Shown(v)});
+          return true;
+        }
+        seen[*slot] = true;
+        if (want.value != v) {
+          found->push_back({"derived value differs", CfName(cf), HexEncode(k), std::nullopt,
+                            Shown(want.value), Shown(v)});
+        }
+        return true;
+      }));
+  for (size_t i = 0; i < seen.size(); ++i) {
+    if (seen[i]) continue;
+    FlatState::Item want = rebuilt.At(cf, i);
+    if (!want.present) continue;
+    found->push_back({"derived key missing", CfName(cf), HexEncode(want.key), std::nullopt,
+                      Shown(want.value), "nothing"});
+  }
+  return Status::Ok();
+}
+
+Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
+                   uint64_t size, std::vector<Discrepancy>* found) {
+  // The expected keys in key order: level 0 indices 0 .. size-1, level 1 ..., while a level has
+  // a complete node.
+  int level = 0;
+  uint64_t index = 0;
+  auto at_end = [&] { return level >= 64 || (size >> level) == 0; };
+  auto advance = [&] {
+    if (++index >= (size >> level)) {
+      ++level;
+      index = 0;
+    }
+  };
+  auto missing = [&] {
+    auto want = nodes.GetNode(level, index);
+    found->push_back({"derived key missing", CfName(Cf::kTree), HexEncode(TreeKey(level, index)),
+                      std::nullopt, want.ok() ? HashToHex(*want) : "a node", "nothing"});
+  };
+  RETURN_IF_ERROR(store.Scan(
+      Cf::kTree, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
+        while (!at_end() && TreeKey(level, index) < k) {
+          missing();
+          advance();
+        }
+        if (at_end() || TreeKey(level, index) != k) {
+          found->push_back({"derived key not explained by the log", CfName(Cf::kTree),
+                            HexEncode(k), std::nullopt, "nothing", Shown(v)});
+          return true;
+        }
+        auto want = nodes.GetNode(level, index);
+        if (!want.ok() || AsBytes(*want) != v) {
+          found->push_back({"derived value differs", CfName(Cf::kTree), HexEncode(k), std::nullopt,
+                            want.ok() ? HashToHex(*want) : "a node", Shown(v)});
+        }
+        advance();
+        return true;
+      }));
+  for (; !at_end(); advance()) missing();
+  return Status::Ok();
+}
+
+Status CompareDerivedState(const Store& store, const Snapshot* snapshot,
+                           const RebuildResult& rebuilt, std::vector<Discrepancy>* found) {
   for (int i = 0; i < kCfCount; ++i) {
     auto cf = static_cast<Cf>(i);
     if (!IsDerivedCf(cf)) continue;
-    const MemoryState::Map& want = rebuilt.map(cf);
-    auto it = want.begin();
-    RETURN_IF_ERROR(
-        store.Scan(cf, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
-          while (it != want.end() && it->first < k) {
-            found->push_back({"derived key missing", kCfNames[i], HexEncode(it->first),
-                              std::nullopt, Shown(it->second), "nothing"});
-            ++it;
-          }
-          if (it != want.end() && it->first == k) {
-            if (it->second != v) {
-              found->push_back({"derived value differs", kCfNames[i], HexEncode(k), std::nullopt,
-                                Shown(it->second), Shown(v)});
-            }
-            ++it;
-          } else {
-            found->push_back({"derived key not explained by the log", kCfNames[i], HexEncode(k),
-                              std::nullopt, "nothing", Shown(v)});
-          }
-          return true;
-        }));
-    for (; it != want.end(); ++it) {
-      found->push_back({"derived key missing", kCfNames[i], HexEncode(it->first), std::nullopt,
-                        Shown(it->second), "nothing"});
+    if (cf == Cf::kTree) {
+      RETURN_IF_ERROR(CompareTree(store, snapshot, rebuilt.tree, rebuilt.frontier.size(), found));
+    } else {
+      RETURN_IF_ERROR(CompareDerivedCf(store, snapshot, cf, rebuilt.state, found));
     }
   }
   return Status::Ok();

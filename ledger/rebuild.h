@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "ledger/flat_state.h"
+#include "ledger/keys.h"
 #include "ledger/merkle.h"
-#include "ledger/state.h"
 #include "ledger/store.h"
 
 namespace tally {
@@ -26,21 +27,34 @@ struct Discrepancy {
 };
 
 struct RebuildResult {
-  MemoryState state;        // every derived column family, tree included
-  MerkleFrontier frontier;  // the tree over the entries replayed
+  FlatState state;          // every derived column family but the tree
+  MemoryNodeStore tree;     // every complete node of the tree (when the tree is rebuilt)
+  MerkleFrontier frontier;  // the tree over the entries replayed (likewise)
   uint64_t entries = 0;
 };
 
-// Replays the log of `store` (through `snapshot`, may be null) into fresh derived state. Entries
-// that do not decode, are out of order, or contradict the state are recorded in `found` and
-// skipped. Returns an error only if the store could not be read.
+// Replays the log of `store` (through `snapshot`, may be null) into fresh derived state and, with
+// `with_tree`, rehashes it into a fresh Merkle tree. Entries that do not decode, are out of
+// order, or contradict the state are recorded in `found` and skipped. Returns an error only if
+// the store could not be read.
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
-                    std::vector<Discrepancy>* found);
+                    std::vector<Discrepancy>* found, bool with_tree = true);
 
-// Compares every derived column family of the store with the rebuilt state, key by key, byte
-// for byte, appending each difference to `found`.
-Status CompareDerivedState(const Store& store, const Snapshot* snapshot, const MemoryState& rebuilt,
-                           std::vector<Discrepancy>* found);
+// Compares one derived column family of the store (not the tree) with the rebuilt state, every
+// key and every value byte, appending each difference to `found`: keys the store has and the
+// state does not come in key order, then keys missing from the store in the order replay made
+// them. Cost: one scan of the column family and one hash look-up per key.
+Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
+                        const FlatState& rebuilt, std::vector<Discrepancy>* found);
+
+// Compares the tree column family with the complete nodes of a tree of `size` leaves: one scan,
+// in key order (level, then index), no look-ups.
+Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
+                   uint64_t size, std::vector<Discrepancy>* found);
+
+// Every derived column family, tree included (the tree needs RebuildState with_tree).
+Status CompareDerivedState(const Store& store, const Snapshot* snapshot,
+                           const RebuildResult& rebuilt, std::vector<Discrepancy>* found);
 
 }  // namespace tally
 

@@ -1,10 +1,14 @@
 // tally-audit verify. Two threads read the same snapshot: the first replays the log into fresh
-// derived state (RebuildState) and compares it with the store (CompareDerivedState); the second
-// rehashes the log into its own Merkle tree and checks every stored checkpoint against it, and
-// the signing-key chain. Neither waits for the other until both are done.
+// derived state (RebuildState); the second rehashes the log into its own Merkle tree, checks every
+// stored checkpoint against it and the signing-key chain, and compares the tree column family
+// with it. Then both compare the other derived column families with the replayed state, taking
+// them one at a time (CompareDerivedCf).
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <latch>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -103,6 +107,7 @@ Status LoadCheckpoints(const Store& store, const Snapshot* snap, LogPass* pass) 
 
 // Records a signing_key entry of the log (the other thread reports entries that do not decode).
 void NoteRotation(std::string_view bytes, uint64_t leaf, LogPass* pass) {
+  if (PeekEntryType(bytes) != EntryType::kSigningKey) return;
   auto e = DecodeEntry(bytes);
   if (!e.ok() || e->type != EntryType::kSigningKey) return;
   auto record = DecodeSigningKey(e->payload);
@@ -327,39 +332,87 @@ void NameEntries(std::vector<Discrepancy>* found) {
   }
 }
 
-uint64_t CountDerivedKeys(const MemoryState& state) {
+uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size) {
   uint64_t n = 0;
   for (int i = 0; i < kCfCount; ++i) {
-    if (IsDerivedCf(static_cast<Cf>(i))) n += state.map(static_cast<Cf>(i)).size();
+    auto cf = static_cast<Cf>(i);
+    if (IsDerivedCf(cf) && cf != Cf::kTree) n += state.size(cf);
   }
+  for (int level = 0; level < 64 && (tree_size >> level) > 0; ++level) n += tree_size >> level;
   return n;
 }
 
-// Replays and compares on this thread while the log pass runs on another.
+// The derived column families (all but the tree) still to compare, largest first; either thread
+// takes the next one when it has nothing else to do.
+class CompareQueue {
+ public:
+  explicit CompareQueue(const FlatState& state) : state_(state) {
+    for (int i = 0; i < kCfCount; ++i) {
+      auto cf = static_cast<Cf>(i);
+      if (IsDerivedCf(cf) && cf != Cf::kTree) cfs_.push_back(cf);
+    }
+    std::stable_sort(cfs_.begin(), cfs_.end(),
+                     [&](Cf a, Cf b) { return state.written(a) > state.written(b); });
+  }
+  // Compares column families until none is left; each one's findings go to found[cf].
+  Status Drain(const Store& store, const Snapshot* snap,
+               std::vector<std::vector<Discrepancy>>* found) {
+    for (size_t i = next_++; i < cfs_.size(); i = next_++) {
+      Cf cf = cfs_[i];
+      RETURN_IF_ERROR(
+          CompareDerivedCf(store, snap, cf, state_, &(*found)[static_cast<size_t>(cf)]));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  const FlatState& state_;
+  std::vector<Cf> cfs_;
+  std::atomic<size_t> next_{0};
+};
+
+// Two threads over one snapshot. This one replays the log into fresh derived state; the other
+// rehashes the log, checks checkpoints and keys, and compares the tree column family with its
+// tree. Then both compare the other derived column families with the replayed state.
 Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
                VerifyResult* r) {
   LogPass pass;
-  Status log_status;
+  RebuildResult rebuilt;
+  std::optional<CompareQueue> queue;
+  std::vector<std::vector<Discrepancy>> found(kCfCount);
+  std::latch rebuilt_latch(1);
+  Status log_status, log_compare_status;
   std::thread log_thread([&] {
     auto start = SteadyClock::now();
     log_status = RunLogPass(store, snap, key, explicit_key, &pass);
+    if (log_status.ok()) {
+      log_status = CompareTree(store, snap, pass.nodes, pass.frontier.size(),
+                               &found[static_cast<size_t>(Cf::kTree)]);
+    }
     r->log_seconds = SecondsSince(start);
+    rebuilt_latch.wait();
+    if (queue) log_compare_status = queue->Drain(store, snap, &found);
   });
   auto start = SteadyClock::now();
-  RebuildResult rebuilt;
-  Status st = RebuildState(store, snap, &rebuilt, &r->discrepancies);
+  Status st = RebuildState(store, snap, &rebuilt, &r->discrepancies, /*with_tree=*/false);
   r->rebuild_seconds = SecondsSince(start);
   start = SteadyClock::now();
-  if (st.ok()) st = CompareDerivedState(store, snap, rebuilt.state, &r->discrepancies);
-  r->compare_seconds = SecondsSince(start);
+  if (st.ok()) queue.emplace(rebuilt.state);
+  rebuilt_latch.count_down();
+  if (st.ok()) st = queue->Drain(store, snap, &found);
   log_thread.join();
+  r->compare_seconds = SecondsSince(start);
   RETURN_IF_ERROR(st);
   RETURN_IF_ERROR(log_status);
-  TALLY_CHECK(rebuilt.frontier == pass.frontier);  // both hashed the same snapshot
+  RETURN_IF_ERROR(log_compare_status);
+  TALLY_CHECK(rebuilt.entries == pass.frontier.size());  // both read the same snapshot
   r->entries = rebuilt.entries;
   r->checkpoints = pass.checkpoints.size();
-  r->derived_keys = CountDerivedKeys(rebuilt.state);
+  r->derived_keys = CountDerivedKeys(rebuilt.state, pass.frontier.size());
   r->keys = std::move(pass.keys);
+  for (auto& cf_found : found) {
+    for (Discrepancy& d : cf_found) r->discrepancies.push_back(std::move(d));
+  }
   for (Discrepancy& d : pass.found) r->discrepancies.push_back(std::move(d));
   NameEntries(&r->discrepancies);
   return Status::Ok();

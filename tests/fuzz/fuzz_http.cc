@@ -71,7 +71,7 @@ void CheckRebuildNowAndThen(Ledger& ledger) {
   RebuildResult rebuilt;
   std::vector<Discrepancy> found;
   Status s = RebuildState(*ledger.store(), snapshot.get(), &rebuilt, &found);
-  if (s.ok()) s = CompareDerivedState(*ledger.store(), snapshot.get(), rebuilt.state, &found);
+  if (s.ok()) s = CompareDerivedState(*ledger.store(), snapshot.get(), rebuilt, &found);
   if (!s.ok()) {
     std::fprintf(stderr, "fuzz_http: rebuild failed: %s\n", s.ToString().c_str());
     std::abort();

@@ -103,7 +103,7 @@ TEST_CASE("No acknowledged entry is lost across twenty SIGKILLs", "[ledger][cras
     RebuildResult rebuilt;
     std::vector<Discrepancy> found;
     REQUIRE(RebuildState(*(*ledger)->store(), snap.get(), &rebuilt, &found).ok());
-    REQUIRE(CompareDerivedState(*(*ledger)->store(), snap.get(), rebuilt.state, &found).ok());
+    REQUIRE(CompareDerivedState(*(*ledger)->store(), snap.get(), rebuilt, &found).ok());
     for (const auto& d : found) UNSCOPED_INFO(d.ToString());
     CHECK(found.empty());
     CHECK(rebuilt.entries == (*ledger)->size());

@@ -37,7 +37,7 @@ std::vector<Discrepancy> CheckRebuild(const Ledger& ledger) {
   RebuildResult rebuilt;
   std::vector<Discrepancy> found;
   REQUIRE(RebuildState(*ledger.store(), snap.get(), &rebuilt, &found).ok());
-  REQUIRE(CompareDerivedState(*ledger.store(), snap.get(), rebuilt.state, &found).ok());
+  REQUIRE(CompareDerivedState(*ledger.store(), snap.get(), rebuilt, &found).ok());
   for (const auto& d : found) UNSCOPED_INFO(d.ToString());
   return found;
 }

@@ -1924,7 +1924,7 @@ class Sim {
     std::vector<Discrepancy> found;
     Status st = RebuildState(*ledger_->store(), nullptr, &rebuilt, &found);
     if (!st.ok()) d.Add("rebuild: " + st.ToString());
-    st = CompareDerivedState(*ledger_->store(), nullptr, rebuilt.state, &found);
+    st = CompareDerivedState(*ledger_->store(), nullptr, rebuilt, &found);
     if (!st.ok()) d.Add("compare: " + st.ToString());
     d.Eq(model_.next_id, rebuilt.entries, "entries rebuilt");
     for (size_t i = 0; i < found.size() && i < 10; ++i) d.Add(found[i].ToString());

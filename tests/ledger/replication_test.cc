@@ -94,7 +94,7 @@ bool RebuildClean(const Ledger& l) {
   RebuildResult r;
   std::vector<Discrepancy> found;
   REQUIRE(RebuildState(*l.store(), snap.get(), &r, &found).ok());
-  REQUIRE(CompareDerivedState(*l.store(), snap.get(), r.state, &found).ok());
+  REQUIRE(CompareDerivedState(*l.store(), snap.get(), r, &found).ok());
   for (const auto& d : found) UNSCOPED_INFO(d.ToString());
   return found.empty();
 }

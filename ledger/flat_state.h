@@ -1,0 +1,63 @@
+// FlatState: derived state in memory, one open-addressing hash table per column family, keys and
+// values packed in large blocks. What Rebuild replays the log into: a Get or Put costs one hash
+// and usually one probe, and a million keys cost a few allocations, not a million (the sorted
+// MemoryState costs a tree walk and two allocations per key). A column family's Puts are only
+// appended until it is first read, so families that replay writes and never reads are hashed
+// later, by whoever reads them. Unordered: Scan sorts the range it is asked for, so it is only
+// for small ranges (replay never scans).
+//
+// Not thread-safe, except that different column families may be read from different threads at
+// once (each has its own table).
+#ifndef TALLY_LEDGER_FLAT_STATE_H_
+#define TALLY_LEDGER_FLAT_STATE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ledger/keys.h"
+#include "ledger/state.h"
+
+namespace tally {
+
+class FlatState final : public StateWriter {
+ public:
+  FlatState();
+  ~FlatState() override;
+  FlatState(FlatState&&) noexcept;
+  FlatState& operator=(FlatState&&) noexcept;
+
+  Result<std::optional<std::string>> Get(Cf cf, std::string_view key) const override;
+  Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
+              const ScanFn& fn) const override;
+  void Put(Cf cf, std::string_view key, std::string_view value) override;
+  void Delete(Cf cf, std::string_view key) override;
+
+  // Direct access for comparisons. Every key ever Put in `cf` has a slot number below
+  // slots(cf); a deleted key keeps its slot, marked absent.
+  struct Item {
+    std::string_view key;
+    std::string_view value;
+    bool present = false;
+  };
+  size_t slots(Cf cf) const;
+  Item At(Cf cf, size_t slot) const;
+  // The slot of `key` (present or deleted), or nullopt if it was never Put.
+  std::optional<size_t> Find(Cf cf, std::string_view key) const;
+  // Keys present in `cf`.
+  size_t size(Cf cf) const;
+  // Puts made in `cf` so far, at least slots(cf): a size hint that costs nothing.
+  size_t written(Cf cf) const;
+
+ private:
+  struct Table;
+  std::unique_ptr<Table[]> tables_;
+};
+
+}  // namespace tally
+
+#endif  // TALLY_LEDGER_FLAT_STATE_H_
