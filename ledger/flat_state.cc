@@ -74,7 +74,7 @@ uint64_t HashOf(std::string_view key) { return std::hash<std::string_view>{}(key
 struct FlatState::Table {
   Pages index_pages;
   Cell* index = nullptr;
-  size_t capacity = 0;  // cells in index: a power of two
+  size_t capacity = 0;           // cells in index: a power of two
   std::vector<Record*> order;    // indexed records, in the order their keys were first Put
   std::vector<Record*> pending;  // Puts not indexed yet, in order
   bool indexed = false;
@@ -95,7 +95,8 @@ struct FlatState::Table {
   char* Alloc(size_t n) {
     n = (n + 7) & ~size_t{7};  // keeps every Record 8-byte aligned
     if (n > free_bytes) {
-      size_t size = blocks.empty() ? Pages::kHuge : std::min(blocks.back().size() * 2, kBlockBytesMax);
+      size_t size =
+          blocks.empty() ? Pages::kHuge : std::min(blocks.back().size() * 2, kBlockBytesMax);
       blocks.emplace_back(std::max(n, size));
       free = blocks.back().data();
       free_bytes = blocks.back().size();
@@ -109,8 +110,11 @@ struct FlatState::Table {
   Record* NewRecord(std::string_view key, std::string_view value) {
     TALLY_CHECK(key.size() <= UINT32_MAX && value.size() <= UINT32_MAX);
     char* p = Alloc(sizeof(Record) + key.size() + value.size());
-    auto* r = new (p) Record{static_cast<uint32_t>(key.size()), static_cast<uint32_t>(value.size()),
-                             static_cast<uint32_t>(value.size()), 1, 0,
+    auto* r = new (p) Record{static_cast<uint32_t>(key.size()),
+                             static_cast<uint32_t>(value.size()),
+                             static_cast<uint32_t>(value.size()),
+                             1,
+                             0,
                              p + sizeof(Record) + key.size()};
     if (!key.empty()) std::memcpy(p + sizeof(Record), key.data(), key.size());
     if (!value.empty()) std::memcpy(r->value, value.data(), value.size());

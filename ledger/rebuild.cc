@@ -112,15 +112,15 @@ Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNod
     found->push_back({"derived key missing", CfName(Cf::kTree), HexEncode(TreeKey(level, index)),
                       std::nullopt, want.ok() ? HashToHex(*want) : "a node", "nothing"});
   };
-  RETURN_IF_ERROR(store.Scan(
-      Cf::kTree, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
+  RETURN_IF_ERROR(
+      store.Scan(Cf::kTree, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
         while (!at_end() && TreeKey(level, index) < k) {
           missing();
           advance();
         }
         if (at_end() || TreeKey(level, index) != k) {
-          found->push_back({"derived key not explained by the log", CfName(Cf::kTree),
-                            HexEncode(k), std::nullopt, "nothing", Shown(v)});
+          found->push_back({"derived key not explained by the log", CfName(Cf::kTree), HexEncode(k),
+                            std::nullopt, "nothing", Shown(v)});
           return true;
         }
         auto want = nodes.GetNode(level, index);

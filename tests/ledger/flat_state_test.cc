@@ -1,11 +1,12 @@
 // FlatState against MemoryState: the same operations give the same state, whether a column
 // family is read from the start or only after many writes (its Puts buffered until then).
+#include "ledger/flat_state.h"
+
 #include <catch2/catch.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "ledger/flat_state.h"
 #include "ledger/state.h"
 
 namespace tally {
@@ -16,9 +17,9 @@ using Pairs = std::vector<std::pair<std::string, std::string>>;
 Pairs ScanAll(const StateReader& s, Cf cf, bool reverse) {
   Pairs out;
   REQUIRE(s.Scan(cf, "", "", reverse, [&](std::string_view k, std::string_view v) {
-               out.emplace_back(std::string(k), std::string(v));
-               return true;
-             }).ok());
+             out.emplace_back(std::string(k), std::string(v));
+             return true;
+           }).ok());
   return out;
 }
 
