@@ -22,6 +22,7 @@
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/points.h"
+#include "ledger/recent_log.h"
 #include "ledger/records.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
@@ -89,6 +90,7 @@ struct Ledger::Impl {
 
   // Owned by the writer thread (or, on a follower, by whoever holds apply_mu).
   bool rotated_in_group = false;
+  std::vector<NodeWrite> group_nodes;  // the tree nodes the current group completes
   MerkleFrontier frontier;
   uint64_t next_id = 0;
   int64_t last_time_us = 0;
@@ -120,7 +122,68 @@ struct Ledger::Impl {
   Status FinishRotation(uint64_t entry_id);
   Result<std::vector<SigningKeyRecord>> Rotations() const;
   void RecordGroup(size_t entries, double seconds);  // REQUIRES: mu held
+
+  // The newest entries, checkpoints and tree nodes in memory, for receipts (recent_log.h).
+  RecentLog recent{kRecentLogEntries, kRecentLogBytes};
+  // The signing-key rotations, read from the store once and again after a commit holding a
+  // signing_key entry (the generation tells a read that raced such a commit).
+  mutable std::mutex rotations_mu;
+  mutable std::optional<std::vector<SigningKeyRecord>> rotations_cache;  // guarded by rotations_mu
+  mutable uint64_t rotations_generation = 0;                             // guarded by rotations_mu
+  Result<std::vector<SigningKeyRecord>> CachedRotations() const;
+
+  // Reads share one snapshot while no commit lands: taking a snapshot locks the database, and
+  // every read takes one. The snapshot was taken after committed_size reached `snapshot_size`,
+  // so it holds every commit acknowledged up to then.
+  mutable std::mutex snapshot_mu;
+  mutable std::shared_ptr<const Snapshot> snapshot;  // guarded by snapshot_mu
+  mutable uint64_t snapshot_size = 0;                // guarded by snapshot_mu
+  std::shared_ptr<const Snapshot> CurrentSnapshot() const;
+  // After a durable commit: the group goes into `recent`; a rotation in it drops the cache.
+  void Committed(uint64_t first, const std::vector<std::string>& entries,
+                 const std::vector<NodeWrite>& nodes, const std::string& note);
 };
+
+Result<std::vector<SigningKeyRecord>> Ledger::Impl::CachedRotations() const {
+  uint64_t generation;
+  {
+    std::lock_guard<std::mutex> lock(rotations_mu);
+    if (rotations_cache) return *rotations_cache;
+    generation = rotations_generation;
+  }
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> r, Rotations());
+  std::lock_guard<std::mutex> lock(rotations_mu);
+  if (generation == rotations_generation) rotations_cache = r;
+  return r;
+}
+
+std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot() const {
+  const uint64_t size = committed_size.load();
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    if (snapshot && snapshot_size == size) return snapshot;
+  }
+  std::shared_ptr<const Snapshot> fresh = store->NewSnapshot();
+  std::lock_guard<std::mutex> lock(snapshot_mu);
+  if (!snapshot || size > snapshot_size) {
+    snapshot = fresh;
+    snapshot_size = size;
+  }
+  return fresh;
+}
+
+void Ledger::Impl::Committed(uint64_t first, const std::vector<std::string>& entries,
+                             const std::vector<NodeWrite>& nodes, const std::string& note) {
+  recent.Add(first, entries, nodes, note);
+  for (const std::string& e : entries) {
+    if (PeekEntryType(e) == EntryType::kSigningKey) {
+      std::lock_guard<std::mutex> lock(rotations_mu);
+      rotations_cache.reset();
+      ++rotations_generation;
+      break;
+    }
+  }
+}
 
 void Ledger::Impl::RecordGroup(size_t entries, double seconds) {
   auto bucket = [](const auto& bounds, double v) {
@@ -205,6 +268,7 @@ Status Ledger::Impl::Load() {
   ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
 
   RETURN_IF_ERROR(LoadTail());
+  RETURN_IF_ERROR(recent.Reset(StoreNodeReader(store.get()), next_id));
 
   ASSIGN_OR_RETURN(std::optional<std::string> note, store->Get(Cf::kMeta, kMetaCheckpoint));
   if (next_id == 0) {
@@ -382,6 +446,7 @@ void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
   OverlayState overlay(&base);
   std::vector<std::string> group_entries;
   uint64_t group_first = next_id;
+  group_nodes.clear();
   for (Pending* p : group) Decide(*p, overlay, group_entries);
   if (group_entries.empty()) {
     for (Pending* p : group) {
@@ -454,7 +519,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
   }
   StoreReader base(store.get(), nullptr);
   OverlayState overlay(&base);
-  std::vector<NodeWrite> nodes;
+  std::vector<NodeWrite> nodes, all_nodes;
   int64_t last_time = last_time_us;
   for (size_t i = 0; i < g.entries.size(); ++i) {
     ASSIGN_OR_RETURN(Entry e, DecodeEntry(g.entries[i]));
@@ -468,6 +533,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     frontier.Append(LeafHash(g.entries[i]), &nodes);
     for (const NodeWrite& n : nodes) {
       overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+      all_nodes.push_back(n);
     }
   }
   uint64_t size = g.first_id + g.entries.size();
@@ -488,6 +554,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
     RETURN_IF_ERROR(store->Write(batch));
+    Committed(g.first_id, g.entries, all_nodes, g.checkpoint);
     std::lock_guard<std::mutex> lock(mu);
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, g.checkpoint};
     committed_size = size;
@@ -540,8 +607,10 @@ void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
   for (std::string& bytes : ctx.encoded()) {
     nodes.clear();
     frontier.Append(LeafHash(bytes), &nodes);
-    for (const NodeWrite& n : nodes)
+    for (const NodeWrite& n : nodes) {
       overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+      group_nodes.push_back(n);
+    }
     group_entries.push_back(std::move(bytes));
   }
   next_id += ctx.encoded().size();
@@ -567,6 +636,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   if (st.ok()) st = store->Write(batch);
   if (!st.ok()) return st;
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  Committed(group_first, group_entries, group_nodes, cp.note);
   std::lock_guard<std::mutex> lock(mu);
   latest = std::move(cp);
   committed_size = next_id;
@@ -647,10 +717,11 @@ Result<AppendResult> Ledger::Append(AppendRequest request) {
 }
 
 std::unique_ptr<StateReader> Ledger::Read() const {
-  return std::make_unique<StoreReader>(impl_->store.get(), impl_->store->NewSnapshot());
+  return std::make_unique<StoreReader>(impl_->store.get(), impl_->CurrentSnapshot());
 }
 
 Result<std::string> Ledger::GetEntryBytes(uint64_t id) const {
+  if (std::optional<std::string> held = impl_->recent.Entry(id)) return std::move(*held);
   ASSIGN_OR_RETURN(std::optional<std::string> v, impl_->store->Get(Cf::kEntries, EntryKey(id)));
   if (!v) return Status::NotFound("no entry " + std::to_string(id));
   return std::move(*v);
@@ -665,18 +736,26 @@ Result<Receipt> Ledger::GetReceipt(uint64_t id) const {
   if (id >= impl_->committed_size) return Status::NotFound("no entry " + std::to_string(id));
   Receipt r;
   r.leaf_index = id;
-  ASSIGN_OR_RETURN(r.entry, GetEntryBytes(id));
-  RETURN_IF_ERROR(impl_->store->Scan(Cf::kCheckpoints, CheckpointKey(id + 1), "", false, nullptr,
-                                     [&](std::string_view k, std::string_view v) {
-                                       r.tree_size = DecodeU64(k);
-                                       r.checkpoint = std::string(v);
-                                       return false;
-                                     }));
-  if (r.checkpoint.empty())
-    return Status::DataLoss("no checkpoint covers entry " + std::to_string(id));
   StoreNodeReader nodes(impl_->store.get());
-  ASSIGN_OR_RETURN(r.inclusion_proof, InclusionProof(nodes, id, r.tree_size));
-  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, impl_->Rotations());
+  if (auto held = impl_->recent.Receipt(id, nodes)) {
+    ASSIGN_OR_RETURN(RecentLog::Proof p, std::move(*held));
+    r.entry = std::move(p.entry);
+    r.checkpoint = std::move(p.checkpoint);
+    r.tree_size = p.tree_size;
+    r.inclusion_proof = std::move(p.inclusion_proof);
+  } else {
+    ASSIGN_OR_RETURN(r.entry, GetEntryBytes(id));
+    RETURN_IF_ERROR(impl_->store->Scan(Cf::kCheckpoints, CheckpointKey(id + 1), "", false, nullptr,
+                                       [&](std::string_view k, std::string_view v) {
+                                         r.tree_size = DecodeU64(k);
+                                         r.checkpoint = std::string(v);
+                                         return false;
+                                       }));
+    if (r.checkpoint.empty())
+      return Status::DataLoss("no checkpoint covers entry " + std::to_string(id));
+    ASSIGN_OR_RETURN(r.inclusion_proof, InclusionProof(nodes, id, r.tree_size));
+  }
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, impl_->CachedRotations());
   if (rotations.empty()) return r;
   // Which key signed it, and the rotations that lead there from the first key.
   ASSIGN_OR_RETURN(auto note, ParseNote(r.checkpoint));

@@ -27,6 +27,10 @@ inline constexpr int64_t kPointsMax = 1'000'000'000'000;  // one amount in a req
 inline constexpr size_t kCommitGroupRequestsMax = 1024;   // requests decided in one commit group
 inline constexpr size_t kWriterQueueRequestsMax = 65536;  // queued before Append refuses
 inline constexpr size_t kRequestEntriesMax = 10000;       // entries one request may emit
+// Receipts of recent entries are built from memory (RecentLog): this many entries at least, at
+// most twice as many, and entry bytes up to this budget.
+inline constexpr uint64_t kRecentLogEntries = 16384;
+inline constexpr size_t kRecentLogBytes = size_t{32} << 20;
 // Disk-full guard (LedgerOptions::min_free_bytes): writes stop below this much free space.
 inline constexpr uint64_t kMinFreeBytesDefault = uint64_t{256} << 20;
 inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most this often

@@ -205,18 +205,32 @@ Result<Page<RewardRecord>> Loyalty::ListRewards(const std::string& program,
 Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
                                           const std::string& customer) const {
   auto view = ledger_->Read();
-  RETURN_IF_ERROR(LoadProgram(*view, program).status());
-  ASSIGN_OR_RETURN(std::optional<CustomerRecord> rec, LoadCustomer(*view, program, customer));
-  if (!rec) return Status::NotFound("no customer " + customer, "not_found");
+  // The customer's record and balances in one read; the program only when there is no customer
+  // (a customer exists only in a program that does), to tell which of the two is unknown.
+  const std::string customer_key = CustomerKey(program, customer);
+  const std::string accounts[] = {CustomerAccount(program, customer, acct::kAvailable),
+                                  CustomerAccount(program, customer, acct::kPending),
+                                  CustomerAccount(program, customer, acct::kReserved)};
+  ASSIGN_OR_RETURN(std::vector<std::optional<std::string>> values,
+                   view->MultiGet({{Cf::kCustomers, customer_key},
+                                   {Cf::kBalances, accounts[0]},
+                                   {Cf::kBalances, accounts[1]},
+                                   {Cf::kBalances, accounts[2]}}));
+  if (!values[0]) {
+    RETURN_IF_ERROR(LoadProgram(*view, program).status());
+    return Status::NotFound("no customer " + customer, "not_found");
+  }
+  ASSIGN_OR_RETURN(CustomerRecord rec_value, DecodeCustomer(*values[0]));
+  const CustomerRecord* rec = &rec_value;
   CustomerView c;
   c.program = program;
   c.customer = customer;
-  ASSIGN_OR_RETURN(c.available, view->GetI64(Cf::kBalances,
-                                             CustomerAccount(program, customer, acct::kAvailable)));
-  ASSIGN_OR_RETURN(c.pending,
-                   view->GetI64(Cf::kBalances, CustomerAccount(program, customer, acct::kPending)));
-  ASSIGN_OR_RETURN(
-      c.reserved, view->GetI64(Cf::kBalances, CustomerAccount(program, customer, acct::kReserved)));
+  int64_t* balances[] = {&c.available, &c.pending, &c.reserved};
+  for (size_t i = 0; i < 3; ++i) {
+    const std::optional<std::string>& v = values[i + 1];
+    if (v && v->size() != 8) return Status::DataLoss("bad integer value");
+    *balances[i] = v ? DecodeI64(*v) : 0;
+  }
   c.lifetime_earned = rec->lifetime_earned;
   c.lifetime_redeemed = rec->lifetime_redeemed;
   c.lifetime_expired = rec->lifetime_expired;

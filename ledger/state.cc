@@ -4,6 +4,22 @@
 
 namespace tally {
 
+Result<std::vector<std::optional<std::string>>> StateReader::MultiGet(
+    const std::vector<std::pair<Cf, std::string_view>>& keys) const {
+  std::vector<std::optional<std::string>> out;
+  out.reserve(keys.size());
+  for (const auto& [cf, key] : keys) {
+    ASSIGN_OR_RETURN(std::optional<std::string> v, Get(cf, key));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<std::vector<std::optional<std::string>>> StoreReader::MultiGet(
+    const std::vector<std::pair<Cf, std::string_view>>& keys) const {
+  return store_->MultiGet(keys, snapshot_.get());
+}
+
 Result<int64_t> StateReader::GetI64(Cf cf, std::string_view key) const {
   ASSIGN_OR_RETURN(std::optional<std::string> v, Get(cf, key));
   if (!v) return int64_t{0};

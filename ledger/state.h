@@ -25,6 +25,10 @@ class StateReader {
   virtual Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                       const ScanFn& fn) const = 0;
 
+  // Several Gets at once, values in the keys' order. The default asks Get for each.
+  virtual Result<std::vector<std::optional<std::string>>> MultiGet(
+      const std::vector<std::pair<Cf, std::string_view>>& keys) const;
+
   // Helpers over Get for 8-byte integers: absent reads as 0.
   Result<int64_t> GetI64(Cf cf, std::string_view key) const;
 };
@@ -43,6 +47,8 @@ class StoreReader final : public StateReader {
   Result<std::optional<std::string>> Get(Cf cf, std::string_view key) const override;
   Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
               const ScanFn& fn) const override;
+  Result<std::vector<std::optional<std::string>>> MultiGet(
+      const std::vector<std::pair<Cf, std::string_view>>& keys) const override;
 
  private:
   const Store* store_;

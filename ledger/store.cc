@@ -247,6 +247,29 @@ Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
   return std::optional<std::string>(std::move(value));
 }
 
+Result<std::vector<std::optional<std::string>>> Store::MultiGet(
+    const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const {
+  rocksdb::ReadOptions ro;
+  if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs;
+  std::vector<rocksdb::Slice> slices;
+  cfs.reserve(keys.size());
+  slices.reserve(keys.size());
+  for (const auto& [cf, key] : keys) {
+    cfs.push_back(rep_->cf(cf));
+    slices.push_back(ToSlice(key));
+  }
+  std::vector<std::string> values;
+  std::vector<rocksdb::Status> statuses = rep_->db->MultiGet(ro, cfs, slices, &values);
+  std::vector<std::optional<std::string>> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i], "multiget");
+    out[i] = std::move(values[i]);
+  }
+  return out;
+}
+
 Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                    const Snapshot* snapshot, const ScanFn& fn) const {
   rocksdb::ReadOptions ro;

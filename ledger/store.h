@@ -70,6 +70,9 @@ class Store {
   // means no upper bound. Returns the iterator's status at the end.
   Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
               const Snapshot* snapshot, const ScanFn& fn) const;
+  // Several point reads in one call (cheaper than one Get each), values in the keys' order.
+  Result<std::vector<std::optional<std::string>>> MultiGet(
+      const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const;
 
   // Writes the batch atomically with sync=true: on OK it is durable in the WAL.
   Status Write(StoreBatch& batch);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "api/json_view.h"
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
 #include "ledger/clock.h"
@@ -945,4 +946,90 @@ TEST_CASE("A customer key sees nothing of other customers or programs", "[router
   CHECK(s.Post("/v1/programs/acme/earn", R"({"customer":"alice","points":5})", key).status == 403);
 }
 
+}  // namespace tally
+
+namespace tally {
+namespace {
+
+// The receipt is written as text directly: it must be the compact JSON the library would write.
+TEST_CASE("an entry with its receipt renders as compact, ordered JSON", "[json_view]") {
+  using Ordered = nlohmann::ordered_json;
+  Entry e;
+  e.id = 41;
+  e.type = EntryType::kEarn;
+  e.program = "p";
+  e.customer = "c\"1";
+  e.time_us = kStart;
+  e.postings = {{"customer:p:c\"1", 5, 5}, {"program:p:issued", -5, -5}};
+  Receipt link;
+  link.leaf_index = 3;
+  link.entry = std::string("\x00\x01\xff", 3);
+  link.inclusion_proof = {Sha256("a")};
+  link.checkpoint = "tally.local/ledger\n4\nroot\n\n\xe2\x80\x94 key sig\n";
+  link.tree_size = 4;
+  Receipt r;
+  r.leaf_index = 41;
+  r.entry = "entry bytes";
+  r.inclusion_proof = {Sha256("x"), Sha256("y")};
+  r.checkpoint = "origin \"quoted\" \\ and \x01 control\n42\n";
+  r.tree_size = 42;
+  r.key_chain = {link};
+  std::string text = RenderEntryWithReceipt(EntryView{e, std::nullopt}, r);
+  Ordered j = Ordered::parse(text);
+  CHECK(j.dump(-1, ' ', false, Ordered::error_handler_t::replace) == text);
+  CHECK(j["receipt"]["leaf_index"] == 41);
+  CHECK(j["receipt"]["entry"] == Base64Encode("entry bytes"));
+  CHECK(j["receipt"]["inclusion_proof"] ==
+        Ordered::array({Base64Encode(AsBytes(Sha256("x"))), Base64Encode(AsBytes(Sha256("y")))}));
+  CHECK(j["receipt"]["checkpoint"] == r.checkpoint);
+  CHECK(j["receipt"]["tree_size"] == 42);
+  CHECK(j["receipt"]["key_chain"][0]["checkpoint"] == link.checkpoint);
+  CHECK(j["receipt"]["key_chain"][0]["entry"] == Base64Encode(link.entry));
+  CHECK(j["entry"]["customer"] == "c\"1");
+  std::vector<std::string> keys;
+  for (auto it = j["receipt"].begin(); it != j["receipt"].end(); ++it) keys.push_back(it.key());
+  CHECK(keys == std::vector<std::string>{"leaf_index", "entry", "inclusion_proof", "checkpoint",
+                                         "tree_size", "key_chain"});
+  r.key_chain.clear();
+  CHECK_FALSE(
+      Ordered::parse(RenderEntryWithReceipt(EntryView{e, std::nullopt}, r))["receipt"].contains(
+          "key_chain"));
+}
+
+TEST_CASE("a customer renders as compact, ordered JSON", "[json_view]") {
+  using Ordered = nlohmann::ordered_json;
+  CustomerView c;
+  c.program = "p\\1";
+  c.customer = "caf\xc3\xa9 \"x\"";
+  c.available = -3;
+  c.pending = 7;
+  c.reserved = 0;
+  c.lifetime_earned = 1'000'000'000'000;
+  c.referred_by = "adv";
+  for (bool expiry : {false, true}) {
+    if (expiry) c.next_expiry = std::make_pair(kStart, int64_t{12});
+    std::string text = RenderCustomer(c);
+    Ordered j = Ordered::parse(text);
+    CHECK(j.dump(-1, ' ', false, Ordered::error_handler_t::replace) == text);
+    CHECK(j["program"] == c.program);
+    CHECK(j["customer"] == c.customer);
+    CHECK(j["available"] == -3);
+    CHECK(j["lifetime_earned"] == c.lifetime_earned);
+    CHECK(j["referral_code"].is_null());
+    CHECK(j["referred_by"] == "adv");
+    if (expiry) {
+      CHECK(j["next_expiry"] == Ordered{{"at", "2026-01-01T00:00:00Z"}, {"points", 12}});
+    } else {
+      CHECK(j["next_expiry"].is_null());
+    }
+    std::vector<std::string> keys;
+    for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+    CHECK(keys == std::vector<std::string>{"program", "customer", "available", "pending",
+                                           "reserved", "lifetime_earned", "lifetime_redeemed",
+                                           "lifetime_expired", "next_expiry", "referral_code",
+                                           "referred_by"});
+  }
+}
+
+}  // namespace
 }  // namespace tally
