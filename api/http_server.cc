@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -203,6 +205,8 @@ struct ServerState {
 
   const HttpServerOptions options;
   const HttpHandler handler;
+  // Runs the handler for requests options.may_block picks (null without blocking_threads).
+  std::unique_ptr<asio::thread_pool> blocking_pool;
 
   // Declared before `ioc`, so they outlive it: destroying an io_context destroys the handlers still
   // queued in it, and with one of them maybe the last reference to a session, whose destructor
@@ -408,6 +412,25 @@ class Session final : public SessionBase {
     const unsigned version = msg.version();
     const bool head = msg.method() == http::verb::head;
     HttpRequest req = TakeRequest();
+    if (server_.blocking_pool && server_.options.may_block(req)) {
+      // The handler runs on the blocking pool; the response comes back to this strand. The work
+      // guard keeps the I/O threads running (Stop waits for them) until it has.
+      asio::post(*server_.blocking_pool, [self = Self(), req = std::move(req), version, keep_alive,
+                                          head,
+                                          work = asio::make_work_guard(server_.ioc)]() mutable {
+        HttpResponse res = self->Call(req);
+        asio::post(self->stream_.get_executor(), [self, req = std::move(req), res = std::move(res),
+                                                  version, keep_alive, head]() mutable {
+          self->Respond(req, std::move(res), version, keep_alive, head);
+        });
+      });
+      return;
+    }
+    HttpResponse res = Call(req);
+    Respond(req, std::move(res), version, keep_alive, head);
+  }
+
+  HttpResponse Call(const HttpRequest& req) {
     HttpResponse res;
     try {
       res = server_.handler(req);
@@ -419,7 +442,7 @@ class Session final : public SessionBase {
     if (res.status < 200 || res.status > 599) {
       res = Internal("the request handler returned status " + std::to_string(res.status));
     }
-    Respond(req, std::move(res), version, keep_alive, head);
+    return res;
   }
 
   // Answers a request the server refuses itself, then closes.
@@ -696,7 +719,14 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(HttpServerOptions options,
   if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
     return Status::InvalidArgument("HTTPS needs both tls_cert_file and tls_key_file");
   }
+  if (options.blocking_threads < 0 || (options.blocking_threads > 0 && !options.may_block)) {
+    return Status::InvalidArgument("HttpServer blocking_threads needs may_block");
+  }
   auto impl = std::make_unique<Impl>(std::move(options), std::move(handler));
+  if (impl->options.blocking_threads > 0) {
+    impl->blocking_pool =
+        std::make_unique<asio::thread_pool>(static_cast<size_t>(impl->options.blocking_threads));
+  }
   if (!impl->options.tls_cert_file.empty()) RETURN_IF_ERROR(impl->ConfigureTls());
   RETURN_IF_ERROR(impl->Listen());
 
@@ -750,8 +780,11 @@ void HttpServer::Stop() {
   // If this drops the last reference, the session had no operation pending: destroying it here,
   // off its strand, races with nothing.
   live.clear();
+  // Every request handed to the blocking pool holds a work guard until its response is posted
+  // back, so the I/O threads end only after the pool has nothing left of theirs.
   for (auto& thread : impl->threads) thread.join();
   impl->threads.clear();
+  if (impl->blocking_pool) impl->blocking_pool->join();
   // Again, now from this thread: the posted close does not run if the io_context ran out of work
   // first, and until closed the kernel keeps completing connections into the backlog.
   error_code ignored;

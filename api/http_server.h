@@ -22,10 +22,13 @@
 //
 // Threading: a fixed pool of `threads` threads runs all network I/O, and the handler is called on
 // those same threads, one call per connection at a time (calls for different connections run
-// concurrently). A handler that blocks (for example on a durable commit) holds its I/O thread for
-// that time: while all `threads` threads are inside the handler, no other connection makes
-// progress (reads, writes, accepts and timeouts wait). Size `threads` for the number of requests
-// that may block at once, not for the number of cores, and keep blocking short.
+// concurrently), except for requests that `may_block` picks: with blocking_threads > 0, those are
+// handed to a second pool of blocking_threads threads, and their responses written back by the
+// I/O threads. A handler that blocks (for example on a durable commit) on an I/O thread holds it
+// for that time: while all `threads` threads are inside the handler, no other connection makes
+// progress (reads, writes, accepts and timeouts wait). So either size `threads` for the number of
+// requests that may block at once, or keep `threads` near the number of cores and send the
+// requests that block to the blocking pool, sized for how many may wait at once.
 
 #ifndef TALLY_API_HTTP_SERVER_H_
 #define TALLY_API_HTTP_SERVER_H_
@@ -73,10 +76,15 @@ struct HttpResponse {
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
 struct HttpServerOptions {
-  std::string host = "127.0.0.1";           // An IP address, or a host name resolved once at Start.
-  uint16_t port = 8080;                     // 0 picks a free port; see HttpServer::port().
-  int threads = 2;                          // Fixed pool running I/O and handlers. At least 1.
-  size_t request_body_bytes_max = 1 << 20;  // Larger bodies get 413.
+  std::string host = "127.0.0.1";  // An IP address, or a host name resolved once at Start.
+  uint16_t port = 8080;            // 0 picks a free port; see HttpServer::port().
+  int threads = 2;                 // Fixed pool running I/O and handlers. At least 1.
+  // Requests for which may_block returns true run on a pool of this many threads instead of the
+  // I/O threads (0: no such pool, every request on the I/O threads). may_block is called on an
+  // I/O thread and must be cheap and thread-safe.
+  int blocking_threads = 0;
+  std::function<bool(const HttpRequest& request)> may_block;
+  size_t request_body_bytes_max = 1 << 20;     // Larger bodies get 413.
   size_t request_header_bytes_max = 16 << 10;  // Larger headers (start line included) get 431.
   int read_timeout_ms = 10000;  // Limit on each read: the header, then the body; TLS handshake.
   int idle_timeout_ms = 60000;  // Limit on waiting for the next request on a kept-alive connection.

@@ -2,6 +2,7 @@
 // and runs the background work (expiry, ends of pending windows) until SIGTERM or SIGINT.
 //
 //   tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE] [--threads N]
+//          [--write-threads N]
 //          [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N] [--min-free-bytes N]
 //          [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]
 //
@@ -44,13 +45,17 @@ namespace tally {
 namespace {
 
 constexpr size_t kApiSecretBytes = 32;
-constexpr int kThreadsDefault = 32;  // handlers block on durable commits; see http_server.h
+// Reads run on the I/O threads, about one per core; writes wait for their durable commit on a pool
+// of their own, which bounds how many requests one commit group can take (http_server.h).
+constexpr int kThreadsDefault = 2;
+constexpr int kWriteThreadsDefault = 128;
 constexpr int kThreadsMax = 1024;
 constexpr int64_t kDueIntervalMsDefault = 1000;
 
 constexpr const char* kUsage =
     "usage: tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
-    "              [--threads N] [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N]\n"
+    "              [--threads N] [--write-threads N] [--origin NAME] [--due-interval-ms N]\n"
+    "              [--read-timeout-ms N]\n"
     "              [--min-free-bytes N]\n"
     "              [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]\n"
     "       tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]\n"
@@ -60,7 +65,9 @@ constexpr const char* kUsage =
     "  --listen HOST:PORT     address to serve on; port 0 picks a free port\n"
     "  --tls-cert FILE        PEM certificate chain (with --tls-key: serve HTTPS)\n"
     "  --tls-key FILE         PEM private key\n"
-    "  --threads N            HTTP worker threads (default 32)\n"
+    "  --threads N            HTTP I/O threads, which also answer reads (default 2)\n"
+    "  --write-threads N      threads that run writes and wait for their commit: the most\n"
+    "                         writes in flight at once (default 128)\n"
     "  --origin NAME          checkpoint origin and signing key name (default tally.local/ledger)\n"
     "  --due-interval-ms N    how often expiry and pending windows are processed (default 1000)\n"
     "  --read-timeout-ms N    limit on reading a request's header, then its body; a client that\n"
@@ -84,6 +91,7 @@ struct Flags {
   uint16_t port = 0;
   std::string tls_cert, tls_key;
   int threads = kThreadsDefault;
+  int write_threads = kWriteThreadsDefault;
   std::string origin = LedgerOptions().origin;
   int64_t due_interval_ms = kDueIntervalMsDefault;
   int read_timeout_ms = kReadTimeoutMs;
@@ -122,7 +130,7 @@ Status ParseListen(std::string_view text, Flags* f) {
 
 bool IsFlag(std::string_view name) {
   for (std::string_view flag :
-       {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--origin",
+       {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--write-threads", "--origin",
         "--due-interval-ms", "--read-timeout-ms", "--min-free-bytes", "--replicate", "--follow",
         "--stream", "--stream-replicas"}) {
     if (name == flag) return true;
@@ -144,6 +152,9 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
   else if (name == "--threads") {
     ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 1, kThreadsMax));
     f->threads = static_cast<int>(n);
+  } else if (name == "--write-threads") {
+    ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 1, kThreadsMax));
+    f->write_threads = static_cast<int>(n);
   } else if (name == "--due-interval-ms") {
     ASSIGN_OR_RETURN(f->due_interval_ms, ParseInt(name, value, 1, 86'400'000));
   } else if (name == "--read-timeout-ms") {
@@ -328,6 +339,8 @@ HttpServerOptions ServerOptions(const Flags& f) {
   o.host = f.host;
   o.port = f.port;
   o.threads = f.threads;
+  o.blocking_threads = f.write_threads;
+  o.may_block = [](const HttpRequest& r) { return r.method != "GET" && r.method != "HEAD"; };
   o.read_timeout_ms = f.read_timeout_ms;
   o.tls_cert_file = f.tls_cert;
   o.tls_key_file = f.tls_key;

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -632,6 +633,87 @@ TEST_CASE("Stop() while a slow handler runs still delivers that response", "[htt
   server->Stop();  // Idempotent.
   Client late(port);
   CHECK_FALSE(late.connected());
+}
+
+TEST_CASE("Requests that may block run on their own pool; reads keep being answered", "[http]") {
+  HttpServerOptions options;
+  options.threads = 1;
+  options.blocking_threads = 4;
+  options.may_block = [](const HttpRequest& req) { return req.method == "POST"; };
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> waiting{0};
+  auto server = StartServer(options, [&](const HttpRequest& req) {
+    if (req.method == "POST") {
+      waiting.fetch_add(1);
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return release; });
+    }
+    return Echo(req);
+  });
+  // Three writes wait at once, more than the one I/O thread could hold...
+  std::vector<std::unique_ptr<Client>> writers;
+  for (int i = 0; i < 3; ++i) {
+    writers.push_back(std::make_unique<Client>(server->port()));
+    REQUIRE(writers.back()->Send(Post("/w" + std::to_string(i), "b" + std::to_string(i))));
+  }
+  REQUIRE(Eventually([&] { return waiting.load() == 3; }));
+  // ...while a read on the I/O thread is answered, and pipelined requests keep their order.
+  Client reader(server->port());
+  REQUIRE(reader.Send(Get("/r")));
+  auto read = reader.ReadResponse();
+  REQUIRE(read);
+  CHECK(read->body == "GET /r 127.0.0.1 x-echo=|");
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (int i = 0; i < 3; ++i) {
+    auto res = writers[i]->ReadResponse();
+    REQUIRE(res);
+    CHECK(res->status == 200);
+    CHECK(res->body == "POST /w" + std::to_string(i) + " 127.0.0.1 x-echo=|b" + std::to_string(i));
+  }
+  Client pipelined(server->port());
+  REQUIRE(pipelined.Send(Post("/a", "1") + Get("/b") + Post("/c", "3")));
+  for (std::string want : {"POST /a", "GET /b", "POST /c"}) {
+    auto res = pipelined.ReadResponse();
+    REQUIRE(res);
+    CHECK(res->body.rfind(want, 0) == 0);
+  }
+}
+
+TEST_CASE("Stop() waits for a request on the blocking pool and delivers its response", "[http]") {
+  HttpServerOptions options;
+  options.blocking_threads = 2;
+  options.may_block = [](const HttpRequest&) { return true; };
+  std::promise<void> entered;
+  auto server = StartServer(options, [&entered](const HttpRequest& req) {
+    entered.set_value();
+    std::this_thread::sleep_for(300ms);
+    HttpResponse res;
+    res.body = "done " + req.target;
+    return res;
+  });
+  Client slow(server->port());
+  REQUIRE(slow.Send(Get("/slow")));
+  REQUIRE(entered.get_future().wait_for(5s) == std::future_status::ready);
+  std::thread stopper([&] { server->Stop(); });
+  auto res = slow.ReadResponse();
+  REQUIRE(res);
+  CHECK(res->body == "done /slow");
+  CHECK(res->Header("connection") == "close");
+  stopper.join();
+  CHECK(server->connections() == 0);
+}
+
+TEST_CASE("A blocking pool without may_block is refused", "[http]") {
+  HttpServerOptions options;
+  options.port = 0;
+  options.blocking_threads = 2;
+  CHECK_FALSE(HttpServer::Start(options, Echo).ok());
 }
 
 TEST_CASE("Stop() lets a request being read finish", "[http]") {
