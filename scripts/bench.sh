@@ -7,6 +7,8 @@
 #   c. tallyd, balance reads only        (--mix balance=100)
 #   d. tallyd, earns paced at half of b's rate: the latency at moderate load
 #   e. tallyd, the default mix           (earn=70,redeem=10,referral=5,balance=15)
+#   a'. baseline_server again: the ratios are to the mean of a and a', so that a change in the
+#      machine's speed during the runs (it is shared) shows up instead of skewing them
 #   f. restart: fill a data dir with N earns (tally-bench-fill), time tallyd's start to /readyz
 #      200, and the bytes on disk per entry (du -sb DIR/db / entries)
 #
@@ -178,22 +180,31 @@ if [[ $http == 1 ]]; then
   mixed=$result
   stop_server "$tallyd_pid"
 
+  start_server baseline "$tmp/baseline.log" "$bin/baseline_server" --listen 127.0.0.1:0
+  bench "a'. baseline_server again: GET /healthz" --url "$server_url" --path /healthz
+  base2=$result
+  stop_server "$server_pid"
+  base_rps=$(awk -v a="$(field "$base" rps)" -v b="$(field "$base2" rps)" \
+    'BEGIN { printf "%.1f", (a + b) / 2 }')
+
   echo
   echo "== HTTP summary"
-  printf '   baseline GET       %10.0f req/s  p99 %s ms\n' "$(field "$base" rps)" \
+  printf '   baseline GET       %10.0f req/s  p99 %s ms   (a)\n' "$(field "$base" rps)" \
     "$(field "$base" p99)"
+  printf '   baseline GET       %10.0f req/s  p99 %s ms   (a\x27)\n' "$(field "$base2" rps)" \
+    "$(field "$base2" p99)"
   printf '   tallyd earns       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$earns" rps)" "$(field "$earns" p99)" \
-    "$(ratio "$(field "$earns" rps)" "$(field "$base" rps)")"
+    "$(ratio "$(field "$earns" rps)" "$base_rps")"
   printf '   tallyd reads       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$reads" rps)" "$(field "$reads" p99)" \
-    "$(ratio "$(field "$reads" rps)" "$(field "$base" rps)")"
+    "$(ratio "$(field "$reads" rps)" "$base_rps")"
   printf '   tallyd earns @%-6s%10.0f req/s  p50 %s ms  p99 %s ms  p99.9 %s ms\n' "$half" \
     "$(field "$paced" rps)" "$(field "$paced" p50)" "$(field "$paced" p99)" \
     "$(field "$paced" p999)"
   printf '   tallyd mix         %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$mixed" rps)" "$(field "$mixed" p99)" \
-    "$(ratio "$(field "$mixed" rps)" "$(field "$base" rps)")"
+    "$(ratio "$(field "$mixed" rps)" "$base_rps")"
 fi
 
 if [[ $restart == 1 ]]; then

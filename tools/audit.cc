@@ -109,6 +109,7 @@ constexpr const char* kUsage =
     "  tally-audit export --data DIR [--format jsonl|ledger]\n"
     "  tally-audit verify-receipt --receipt FILE --public-key FILE\n"
     "  tally-audit backup --data DIR --out DIR2 [--with-key]\n"
+    "  tally-audit scan --data DIR\n"
     "exit codes: 0 clean, 1 discrepancy (or invalid receipt), 2 could not run\n";
 
 struct Flags {
@@ -243,6 +244,26 @@ int RunBackup(const Flags& f, std::ostream& out, std::ostream& err) {
   return RunVerify(Flags{{{"--data", to}}, {}}, out, err);
 }
 
+int RunScan(const Flags& f, std::ostream& out, std::ostream& err) {
+  auto r = ScanStore(f.Get("--data"));
+  if (!r.ok()) {
+    err << "tally-audit: " << r.status().message() << "\n";
+    return r.status().code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
+  }
+  uint64_t keys = 0, bytes = 0;
+  for (const ScanResult::Family& family : r->families) {
+    out << "  " << family.name << ": " << family.keys << " keys, " << family.bytes << " bytes\n";
+    keys += family.keys;
+    bytes += family.bytes;
+  }
+  char line[160];
+  std::snprintf(line, sizeof(line), "scan: %llu keys, %llu bytes read in %.2f s (%.0f keys/s)\n",
+                static_cast<unsigned long long>(keys), static_cast<unsigned long long>(bytes),
+                r->seconds, r->seconds > 0 ? static_cast<double>(keys) / r->seconds : 0.0);
+  out << line;
+  return kExitClean;
+}
+
 }  // namespace
 
 int RunAudit(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -262,6 +283,7 @@ int RunAudit(const std::vector<std::string>& args, std::ostream& out, std::ostre
       {"verify-receipt",
        {{"--receipt", "--public-key"}, {}, {"--receipt", "--public-key"}, RunVerifyReceipt}},
       {"backup", {{"--data", "--out"}, {"--with-key"}, {"--data", "--out"}, RunBackup}},
+      {"scan", {{"--data"}, {}, {"--data"}, RunScan}},
   };
   if (args.empty() || args[0] == "--help" || args[0] == "help") {
     (args.empty() ? err : out) << kUsage;
