@@ -17,40 +17,42 @@ std::string Discrepancy::ToString() const {
   return s;
 }
 
+void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
+  uint64_t id = k.size() == 8 ? DecodeU64(k) : UINT64_MAX;
+  if (id != expected_id_) {
+    found_->push_back({"entry missing or out of order", "entries", HexEncode(k), expected_id_,
+                       std::to_string(expected_id_), std::to_string(id)});
+    expected_id_ = id + 1;
+  } else {
+    ++expected_id_;
+  }
+  if (!e.ok()) {
+    found_->push_back(
+        {"entry does not decode: " + e.status().message(), "entries", HexEncode(k), id, "", ""});
+  } else if (e->id != id) {
+    found_->push_back({"entry id differs from its key", "entries", HexEncode(k), id,
+                       std::to_string(id), std::to_string(e->id)});
+  } else {
+    Status a = ApplyEntry(*e, &out_->state);
+    if (!a.ok()) found_->push_back({a.message(), "entries", HexEncode(k), id, "", ""});
+  }
+  ++out_->entries;
+}
+
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
                     std::vector<Discrepancy>* found, bool with_tree) {
-  uint64_t expected_id = 0;
+  Replayer replayer(out, found);
   std::vector<NodeWrite> nodes;
-  Status st = store.Scan(
-      Cf::kEntries, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
-        uint64_t id = k.size() == 8 ? DecodeU64(k) : UINT64_MAX;
-        if (id != expected_id) {
-          found->push_back({"entry missing or out of order", "entries", HexEncode(k), expected_id,
-                            std::to_string(expected_id), std::to_string(id)});
-          expected_id = id + 1;
-        } else {
-          ++expected_id;
-        }
-        auto e = DecodeEntry(v);
-        if (!e.ok()) {
-          found->push_back({"entry does not decode: " + e.status().message(), "entries",
-                            HexEncode(k), id, "", ""});
-        } else if (e->id != id) {
-          found->push_back({"entry id differs from its key", "entries", HexEncode(k), id,
-                            std::to_string(id), std::to_string(e->id)});
-        } else {
-          Status a = ApplyEntry(*e, &out->state);
-          if (!a.ok()) found->push_back({a.message(), "entries", HexEncode(k), id, "", ""});
-        }
-        if (with_tree) {
-          nodes.clear();
-          out->frontier.Append(LeafHash(v), &nodes);
-          for (const NodeWrite& n : nodes) out->tree.Put(n);
-        }
-        ++out->entries;
-        return true;
-      });
-  return st;
+  return store.Scan(Cf::kEntries, "", "", false, snapshot,
+                    [&](std::string_view k, std::string_view v) {
+                      replayer.Apply(k, DecodeEntry(v));
+                      if (with_tree) {
+                        nodes.clear();
+                        out->frontier.Append(LeafHash(v), &nodes);
+                        for (const NodeWrite& n : nodes) out->tree.Put(n);
+                      }
+                      return true;
+                    });
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "ledger/entry.h"
 #include "ledger/flat_state.h"
 #include "ledger/keys.h"
 #include "ledger/merkle.h"
@@ -31,6 +32,23 @@ struct RebuildResult {
   MemoryNodeStore tree;     // every complete node of the tree (when the tree is rebuilt)
   MerkleFrontier frontier;  // the tree over the entries replayed (likewise)
   uint64_t entries = 0;
+};
+
+// Replays entries, in log order, into fresh derived state: what RebuildState does with each entry
+// of the log. For callers that read and decode the log themselves (the audit decodes on one
+// thread and replays on another).
+class Replayer {
+ public:
+  Replayer(RebuildResult* out, std::vector<Discrepancy>* found) : out_(out), found_(found) {}
+  // The next entry of the log: its key in the entries column family and DecodeEntry of its value.
+  // Records an id out of order, an entry that does not decode or one that contradicts the state
+  // (skipping it) in `found`.
+  void Apply(std::string_view key, const Result<Entry>& entry);
+
+ private:
+  RebuildResult* out_;
+  std::vector<Discrepancy>* found_;
+  uint64_t expected_id_ = 0;
 };
 
 // Replays the log of `store` (through `snapshot`, may be null) into fresh derived state and, with

@@ -1,14 +1,18 @@
-// tally-audit verify. Two threads read the same snapshot: the first replays the log into fresh
-// derived state (RebuildState); the second rehashes the log into its own Merkle tree, checks every
-// stored checkpoint against it and the signing-key chain, and compares the tree column family
-// with it. Then both compare the other derived column families with the replayed state, taking
-// them one at a time (CompareDerivedCf).
+// tally-audit verify. Two threads read the same snapshot: the second reads the log, rehashes it
+// into its own Merkle tree and decodes every entry for the first, which replays them into fresh
+// derived state (Replayer); the second then checks every stored checkpoint against its tree and
+// the signing-key chain, and compares the tree column family with it. Then both compare the
+// other derived column families with the replayed state, taking them one at a time
+// (CompareDerivedCf).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <latch>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -52,8 +56,50 @@ struct Rotation {
   SigningKeyRecord record;
 };
 
+// Decoded entries, handed from the thread that reads the log to the thread that replays it, a
+// batch at a time; at most kBatches wait, so the log is never held in memory whole.
+class EntryChannel {
+ public:
+  struct Item {
+    std::string key;
+    Result<Entry> entry;
+  };
+  using Batch = std::vector<Item>;
+  static constexpr size_t kBatchEntries = 128;
+  static constexpr size_t kBatches = 64;
+
+  void Push(Batch batch) {
+    std::unique_lock lock(mu_);
+    space_.wait(lock, [&] { return queue_.size() < kBatches; });
+    queue_.push_back(std::move(batch));
+    ready_.notify_one();
+  }
+  // The next batch, or nullopt once closed and empty.
+  std::optional<Batch> Pop() {
+    std::unique_lock lock(mu_);
+    ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+    if (queue_.empty()) return std::nullopt;
+    Batch b = std::move(queue_.front());
+    queue_.pop_front();
+    space_.notify_one();
+    return b;
+  }
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    ready_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<Batch> queue_;
+  bool closed_ = false;
+};
+
 // The second thread's work and findings.
 struct LogPass {
+  EntryChannel* channel = nullptr;            // where the decoded entries go, for the replay
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
   std::vector<Rotation> rotations;            // log order
   MemoryNodeStore nodes;                      // every complete node of the rebuilt tree
@@ -105,12 +151,10 @@ Status LoadCheckpoints(const Store& store, const Snapshot* snap, LogPass* pass) 
                     });
 }
 
-// Records a signing_key entry of the log (the other thread reports entries that do not decode).
-void NoteRotation(std::string_view bytes, uint64_t leaf, LogPass* pass) {
-  if (PeekEntryType(bytes) != EntryType::kSigningKey) return;
-  auto e = DecodeEntry(bytes);
-  if (!e.ok() || e->type != EntryType::kSigningKey) return;
-  auto record = DecodeSigningKey(e->payload);
+// Records a signing_key entry of the log (the replay reports entries that do not decode).
+void NoteRotation(const Entry& e, uint64_t leaf, LogPass* pass) {
+  if (e.type != EntryType::kSigningKey) return;
+  auto record = DecodeSigningKey(e.payload);
   if (!record.ok()) {
     pass->found.push_back(
         AtEntry("signing key record does not decode: " + record.status().message(), leaf));
@@ -119,23 +163,34 @@ void NoteRotation(std::string_view bytes, uint64_t leaf, LogPass* pass) {
   pass->rotations.push_back({leaf, std::move(record).value()});
 }
 
-// Rehashes the log, keeping every node, and notes the root at each checkpointed size.
+// Rehashes the log, keeping every node, and notes the root at each checkpointed size; decodes
+// every entry for the replay.
 Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   auto& cps = pass->checkpoints;
   size_t next = 0;
   for (; next < cps.size() && cps[next].size == 0; ++next) cps[next].log_root = EmptyTreeRoot();
   std::vector<NodeWrite> writes;
-  return store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view, std::string_view v) {
-    uint64_t leaf = pass->frontier.size();
-    writes.clear();
-    pass->frontier.Append(LeafHash(v), &writes);
-    for (const NodeWrite& w : writes) pass->nodes.Put(w);
-    for (; next < cps.size() && cps[next].size == pass->frontier.size(); ++next) {
-      cps[next].log_root = pass->frontier.Root();
-    }
-    NoteRotation(v, leaf, pass);
-    return true;
-  });
+  EntryChannel::Batch batch;
+  Status st =
+      store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
+        uint64_t leaf = pass->frontier.size();
+        writes.clear();
+        pass->frontier.Append(LeafHash(v), &writes);
+        for (const NodeWrite& w : writes) pass->nodes.Put(w);
+        for (; next < cps.size() && cps[next].size == pass->frontier.size(); ++next) {
+          cps[next].log_root = pass->frontier.Root();
+        }
+        Result<Entry> e = DecodeEntry(v);
+        if (e.ok()) NoteRotation(*e, leaf, pass);
+        batch.push_back({std::string(k), std::move(e)});
+        if (batch.size() == EntryChannel::kBatchEntries) {
+          pass->channel->Push(std::move(batch));
+          batch = {};
+        }
+        return true;
+      });
+  if (!batch.empty()) pass->channel->Push(std::move(batch));
+  return st;
 }
 
 // OK iff the note carries a valid signature by `key` (by its name, if it has one).
@@ -310,8 +365,15 @@ Status CheckMeta(const Store& store, const Snapshot* snap, LogPass* pass) {
 
 Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& key,
                   bool explicit_key, LogPass* pass) {
+  // The replay ends when the channel closes, however this pass ends.
+  struct Closer {
+    EntryChannel* channel;
+    ~Closer() { channel->Close(); }
+  } closer{pass->channel};
   RETURN_IF_ERROR(LoadCheckpoints(store, snap, pass));
-  RETURN_IF_ERROR(HashLog(store, snap, pass));
+  Status hashed = HashLog(store, snap, pass);
+  pass->channel->Close();
+  RETURN_IF_ERROR(hashed);
   CheckChain(FirstKey(key, explicit_key, pass), pass);
   return CheckMeta(store, snap, pass);
 }
@@ -371,12 +433,15 @@ class CompareQueue {
   std::atomic<size_t> next_{0};
 };
 
-// Two threads over one snapshot. This one replays the log into fresh derived state; the other
-// rehashes the log, checks checkpoints and keys, and compares the tree column family with its
-// tree. Then both compare the other derived column families with the replayed state.
+// Two threads over one snapshot. The other reads the log, rehashes it, decodes each entry and
+// hands it over; checks checkpoints and keys; and compares the tree column family with its tree.
+// This one replays the decoded entries into fresh derived state. Then both compare the other
+// derived column families with the replayed state.
 Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
                VerifyResult* r) {
+  EntryChannel channel;
   LogPass pass;
+  pass.channel = &channel;
   RebuildResult rebuilt;
   std::optional<CompareQueue> queue;
   std::vector<std::vector<Discrepancy>> found(kCfCount);
@@ -391,15 +456,18 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     }
     r->log_seconds = SecondsSince(start);
     rebuilt_latch.wait();
-    if (queue) log_compare_status = queue->Drain(store, snap, &found);
+    log_compare_status = queue->Drain(store, snap, &found);
   });
   auto start = SteadyClock::now();
-  Status st = RebuildState(store, snap, &rebuilt, &r->discrepancies, /*with_tree=*/false);
+  Replayer replayer(&rebuilt, &r->discrepancies);
+  while (std::optional<EntryChannel::Batch> batch = channel.Pop()) {
+    for (const EntryChannel::Item& item : *batch) replayer.Apply(item.key, item.entry);
+  }
   r->rebuild_seconds = SecondsSince(start);
   start = SteadyClock::now();
-  if (st.ok()) queue.emplace(rebuilt.state);
+  queue.emplace(rebuilt.state);
   rebuilt_latch.count_down();
-  if (st.ok()) st = queue->Drain(store, snap, &found);
+  Status st = queue->Drain(store, snap, &found);
   log_thread.join();
   r->compare_seconds = SecondsSince(start);
   RETURN_IF_ERROR(st);
