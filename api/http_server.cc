@@ -415,15 +415,17 @@ class Session final : public SessionBase {
     if (server_.blocking_pool && server_.options.may_block(req)) {
       // The handler runs on the blocking pool; the response comes back to this strand. The work
       // guard keeps the I/O threads running (Stop waits for them) until it has.
-      asio::post(*server_.blocking_pool, [self = Self(), req = std::move(req), version, keep_alive,
-                                          head,
-                                          work = asio::make_work_guard(server_.ioc)]() mutable {
-        HttpResponse res = self->Call(req);
-        asio::post(self->stream_.get_executor(), [self, req = std::move(req), res = std::move(res),
-                                                  version, keep_alive, head]() mutable {
-          self->Respond(req, std::move(res), version, keep_alive, head);
-        });
-      });
+      asio::post(*server_.blocking_pool,
+                 [self = Self(), req = std::move(req), version, keep_alive, head,
+                  work = asio::make_work_guard(server_.ioc)]() mutable {
+                   HttpResponse res = self->Call(req);
+                   // The session moves to its strand: if the response ends it, it ends there.
+                   auto strand = self->stream_.get_executor();
+                   asio::post(strand, [self = std::move(self), req = std::move(req),
+                                       res = std::move(res), version, keep_alive, head]() mutable {
+                     self->Respond(req, std::move(res), version, keep_alive, head);
+                   });
+                 });
       return;
     }
     HttpResponse res = Call(req);

@@ -12,17 +12,21 @@ namespace tally {
 
 namespace {
 
-// Zeroed memory straight from mmap, in 2 MiB huge pages where the kernel allows it
-// (transparent huge pages in "madvise" mode, Debian's default): the tables are probed at random
+// Zeroed memory straight from mmap; from 2 MiB up in huge pages where the kernel allows it
+// (transparent huge pages in "madvise" mode, Debian's default): big tables are probed at random
 // over hundreds of megabytes, where 4 KiB pages cost a page walk per probe and a fault per page.
+// Small tables (most column families of a small ledger) stay in plain 4 KiB pages.
 class Pages {
  public:
+  static constexpr size_t kPage = 4096;
   static constexpr size_t kHuge = size_t{2} << 20;
   Pages() = default;
-  explicit Pages(size_t bytes) : size_((bytes + kHuge - 1) / kHuge * kHuge) {
+  explicit Pages(size_t bytes) {
+    const size_t unit = bytes >= kHuge ? kHuge : kPage;
+    size_ = (std::max<size_t>(bytes, 1) + unit - 1) / unit * unit;
     void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
-    madvise(p, size_, MADV_HUGEPAGE);  // advice only: plain pages if refused
+    if (unit == kHuge) madvise(p, size_, MADV_HUGEPAGE);  // advice only: plain pages if refused
     data_ = static_cast<char*>(p);
   }
   ~Pages() {
@@ -60,6 +64,7 @@ struct Cell {
   Record* record = nullptr;  // null: empty
 };
 
+constexpr size_t kBlockBytesFirst = size_t{64} << 10;
 constexpr size_t kBlockBytesMax = size_t{64} << 20;
 constexpr size_t kInitialCapacity = 64;  // power of two
 
@@ -79,7 +84,7 @@ struct FlatState::Table {
   std::vector<Record*> pending;  // Puts not indexed yet, in order
   bool indexed = false;
   size_t live = 0;
-  std::vector<Pages> blocks;  // each twice the size of the one before, up to kBlockBytesMax
+  std::vector<Pages> blocks;  // from kBlockBytesFirst, each twice the one before, to the max
   char* free = nullptr;
   size_t free_bytes = 0;
 
@@ -96,7 +101,7 @@ struct FlatState::Table {
     n = (n + 7) & ~size_t{7};  // keeps every Record 8-byte aligned
     if (n > free_bytes) {
       size_t size =
-          blocks.empty() ? Pages::kHuge : std::min(blocks.back().size() * 2, kBlockBytesMax);
+          blocks.empty() ? kBlockBytesFirst : std::min(blocks.back().size() * 2, kBlockBytesMax);
       blocks.emplace_back(std::max(n, size));
       free = blocks.back().data();
       free_bytes = blocks.back().size();

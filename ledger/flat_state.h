@@ -50,7 +50,8 @@ class FlatState final : public StateWriter {
   std::optional<size_t> Find(Cf cf, std::string_view key) const;
   // Keys present in `cf`.
   size_t size(Cf cf) const;
-  // Puts made in `cf` so far, at least slots(cf): a size hint that costs nothing.
+  // Distinct keys indexed in `cf` plus Puts not indexed yet: at least slots(cf), a size hint
+  // that costs nothing.
   size_t written(Cf cf) const;
 
  private:

@@ -161,7 +161,7 @@ std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot() const {
   const uint64_t size = committed_size.load();
   {
     std::lock_guard<std::mutex> lock(snapshot_mu);
-    if (snapshot && snapshot_size == size) return snapshot;
+    if (snapshot && snapshot_size >= size) return snapshot;
   }
   std::shared_ptr<const Snapshot> fresh = store->NewSnapshot();
   std::lock_guard<std::mutex> lock(snapshot_mu);
@@ -268,7 +268,25 @@ Status Ledger::Impl::Load() {
   ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
 
   RETURN_IF_ERROR(LoadTail());
-  RETURN_IF_ERROR(recent.Reset(StoreNodeReader(store.get()), next_id));
+  // Not fatal: without it receipts come from the store, which reports a missing node itself.
+  Status recent_loaded =
+      recent.Reset(next_id, [this](int level, uint64_t count) -> Result<std::vector<Hash>> {
+        std::vector<Hash> nodes;
+        Status bad;
+        RETURN_IF_ERROR(store->Scan(Cf::kTree, TreeKey(level, 0), TreeKey(level, count), false,
+                                    nullptr, [&](std::string_view k, std::string_view v) {
+                                      if (v.size() != 32 || k != TreeKey(level, nodes.size())) {
+                                        bad = Status::DataLoss("tree level has a gap");
+                                        return false;
+                                      }
+                                      nodes.emplace_back();
+                                      std::copy(v.begin(), v.end(), nodes.back().begin());
+                                      return true;
+                                    }));
+        RETURN_IF_ERROR(bad);
+        return nodes;
+      });
+  (void)recent_loaded;
 
   ASSIGN_OR_RETURN(std::optional<std::string> note, store->Get(Cf::kMeta, kMetaCheckpoint));
   if (next_id == 0) {
@@ -736,14 +754,13 @@ Result<Receipt> Ledger::GetReceipt(uint64_t id) const {
   if (id >= impl_->committed_size) return Status::NotFound("no entry " + std::to_string(id));
   Receipt r;
   r.leaf_index = id;
-  StoreNodeReader nodes(impl_->store.get());
-  if (auto held = impl_->recent.Receipt(id, nodes)) {
-    ASSIGN_OR_RETURN(RecentLog::Proof p, std::move(*held));
-    r.entry = std::move(p.entry);
-    r.checkpoint = std::move(p.checkpoint);
-    r.tree_size = p.tree_size;
-    r.inclusion_proof = std::move(p.inclusion_proof);
+  if (std::optional<RecentLog::Proof> held = impl_->recent.Receipt(id)) {
+    r.entry = std::move(held->entry);
+    r.checkpoint = std::move(held->checkpoint);
+    r.tree_size = held->tree_size;
+    r.inclusion_proof = std::move(held->inclusion_proof);
   } else {
+    StoreNodeReader nodes(impl_->store.get());
     ASSIGN_OR_RETURN(r.entry, GetEntryBytes(id));
     RETURN_IF_ERROR(impl_->store->Scan(Cf::kCheckpoints, CheckpointKey(id + 1), "", false, nullptr,
                                        [&](std::string_view k, std::string_view v) {

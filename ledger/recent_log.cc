@@ -5,27 +5,26 @@
 
 namespace tally {
 
-// Reads held nodes, and the rest from the fallback. Used with mu_ held (shared).
+// Reads held nodes only; NotFound for any other. Used with mu_ held (shared).
 class RecentLog::Reader final : public NodeReader {
  public:
-  Reader(const RecentLog& log, const NodeReader& fallback) : log_(log), fallback_(fallback) {}
+  explicit Reader(const RecentLog& log) : log_(log) {}
   Result<Hash> GetNode(int level, uint64_t index) const override {
     if (level >= 0 && level < 64) {
       const Level& l = log_.levels_[level];
       if (index >= l.base && index - l.base < l.nodes.size()) return l.nodes[index - l.base];
     }
-    return fallback_.GetNode(level, index);
+    return Status::NotFound("node not held");
   }
 
  private:
   const RecentLog& log_;
-  const NodeReader& fallback_;
 };
 
 RecentLog::RecentLog(uint64_t window, size_t bytes_max)
     : window_(std::max<uint64_t>(window, 1024)), bytes_max_(bytes_max) {}
 
-Status RecentLog::Reset(const NodeReader& nodes, uint64_t size) {
+Status RecentLog::Reset(uint64_t size, const LevelLoader& load) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   broken_ = true;
   entries_.clear();
@@ -38,11 +37,10 @@ Status RecentLog::Reset(const NodeReader& nodes, uint64_t size) {
     // Below kHighLevel, the next node a commit completes at this level is the first held; from
     // kHighLevel up, every complete node is held.
     l.base = level < kHighLevel ? size >> level : 0;
-    if (level < kHighLevel) continue;
-    for (uint64_t i = 0; i < (size >> level); ++i) {
-      ASSIGN_OR_RETURN(Hash h, nodes.GetNode(level, i));
-      l.nodes.push_back(h);
-    }
+    if (level < kHighLevel || (size >> level) == 0) continue;
+    ASSIGN_OR_RETURN(std::vector<Hash> nodes, load(level, size >> level));
+    if (nodes.size() != (size >> level)) return Status::DataLoss("tree level incomplete");
+    l.nodes.assign(nodes.begin(), nodes.end());
   }
   broken_ = false;
   return Status::Ok();
@@ -99,8 +97,7 @@ std::optional<std::string> RecentLog::Entry(uint64_t id) const {
   return entries_[id - first_];
 }
 
-std::optional<Result<RecentLog::Proof>> RecentLog::Receipt(uint64_t id,
-                                                           const NodeReader& fallback) const {
+std::optional<RecentLog::Proof> RecentLog::Receipt(uint64_t id) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
   if (broken_ || id < first_ || id >= end_) return std::nullopt;
   auto cp = std::upper_bound(checkpoints_.begin(), checkpoints_.end(), id,
@@ -110,11 +107,10 @@ std::optional<Result<RecentLog::Proof>> RecentLog::Receipt(uint64_t id,
   p.entry = entries_[id - first_];
   p.tree_size = cp->first;
   p.checkpoint = cp->second;
-  Reader reader(*this, fallback);
-  auto proof = InclusionProof(reader, id, p.tree_size);
-  if (!proof.ok()) return Result<Proof>(proof.status());
+  auto proof = InclusionProof(Reader(*this), id, p.tree_size);
+  if (!proof.ok()) return std::nullopt;
   p.inclusion_proof = std::move(proof).value();
-  return Result<Proof>(std::move(p));
+  return p;
 }
 
 }  // namespace tally

@@ -1,16 +1,17 @@
 // RecentLog: the newest entries of the log, their checkpoints and the tree nodes their proofs
 // need, in memory, so that the receipt every write returns costs no store reads (from the store
 // it costs one read per proof node: about twenty). Only durable commits are added, so it never
-// holds what the store does not; anything it does not hold is read from the store as before, and
-// a receipt is the same bytes either way.
+// holds what the store does not; a receipt it cannot build whole is built from the store as
+// before, and a receipt is the same bytes either way.
 //
 // What it holds: the entry bytes and every commit group's checkpoint for a window of the newest
 // entries (between `window` and twice that many, the window starting at a multiple of 1024, and
 // fewer if their bytes would pass `bytes_max`), the
 // tree nodes below level 10 for that window, and every node from level 10 up (loaded at open:
 // about one key per 512 entries, 64 bytes per 1024 entries of memory). A proof for an entry in
-// the window reads below level 10 only inside its own aligned block of 1024 leaves, so all of it
-// is here.
+// the window reads below level 10 only inside its own aligned block of 1024 leaves or to its
+// right (the tree's right edge), so all of it is here once the window starts at such a block;
+// just after open, entries whose block began before it need the store.
 //
 // Thread-safe: one thread adds (the ledger's writer, or a follower's apply), any thread reads.
 #ifndef TALLY_LEDGER_RECENT_LOG_H_
@@ -18,6 +19,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <optional>
 #include <shared_mutex>
 #include <string>
@@ -36,8 +38,10 @@ class RecentLog {
   RecentLog(uint64_t window, size_t bytes_max);
 
   // Forgets everything and starts over at a tree of `size` leaves, loading its nodes from level
-  // kHighLevel up from `nodes` (the store).
-  Status Reset(const NodeReader& nodes, uint64_t size);
+  // kHighLevel up with `load` (level, count): the first `count` nodes of the level, in order. On
+  // an error nothing is held until the next Reset.
+  using LevelLoader = std::function<Result<std::vector<Hash>>(int level, uint64_t count)>;
+  Status Reset(uint64_t size, const LevelLoader& load);
 
   // After the durable commit of one group: entries [first, first + entries.size()), every tree
   // node the group completed (any order), and the group's checkpoint note, signed at size
@@ -57,8 +61,9 @@ class RecentLog {
     std::vector<Hash> inclusion_proof;
   };
   // The entry, its group's checkpoint and its inclusion proof at that size, if the entry is in
-  // the window. Nodes not held are read from `fallback`.
-  std::optional<Result<Proof>> Receipt(uint64_t id, const NodeReader& fallback) const;
+  // the window and every node of its proof is held (nullopt otherwise: never a partial answer,
+  // and never a store read while readers hold the lock the writer's Add waits for).
+  std::optional<Proof> Receipt(uint64_t id) const;
 
  private:
   class Reader;

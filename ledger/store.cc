@@ -259,13 +259,15 @@ Result<std::vector<std::optional<std::string>>> Store::MultiGet(
     cfs.push_back(rep_->cf(cf));
     slices.push_back(ToSlice(key));
   }
-  std::vector<std::string> values;
-  std::vector<rocksdb::Status> statuses = rep_->db->MultiGet(ro, cfs, slices, &values);
+  // The batched form (one look-up pass per column family and file), not the per-key loop.
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  rep_->db->MultiGet(ro, keys.size(), cfs.data(), slices.data(), values.data(), statuses.data());
   std::vector<std::optional<std::string>> out(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (statuses[i].IsNotFound()) continue;
     if (!statuses[i].ok()) return FromRocks(statuses[i], "multiget");
-    out[i] = std::move(values[i]);
+    out[i] = values[i].ToString();
   }
   return out;
 }
