@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -47,7 +48,8 @@ namespace {
 constexpr size_t kApiSecretBytes = 32;
 // Reads run on the I/O threads, about one per core; writes wait for their durable commit on a pool
 // of their own, which bounds how many requests one commit group can take (http_server.h).
-constexpr int kThreadsDefault = 2;
+// One I/O thread per core, and at least two.
+int ThreadsDefault() { return std::max(2, static_cast<int>(std::thread::hardware_concurrency())); }
 constexpr int kWriteThreadsDefault = 128;
 constexpr int kThreadsMax = 1024;
 constexpr int64_t kDueIntervalMsDefault = 1000;
@@ -65,7 +67,8 @@ constexpr const char* kUsage =
     "  --listen HOST:PORT     address to serve on; port 0 picks a free port\n"
     "  --tls-cert FILE        PEM certificate chain (with --tls-key: serve HTTPS)\n"
     "  --tls-key FILE         PEM private key\n"
-    "  --threads N            HTTP I/O threads, which also answer reads (default 2)\n"
+    "  --threads N            HTTP I/O threads, which also answer reads (default: one per\n"
+    "                         core, at least 2)\n"
     "  --write-threads N      threads that run writes and wait for their commit: the most\n"
     "                         writes in flight at once (default 128)\n"
     "  --origin NAME          checkpoint origin and signing key name (default tally.local/ledger)\n"
@@ -90,7 +93,7 @@ struct Flags {
   std::string host;
   uint16_t port = 0;
   std::string tls_cert, tls_key;
-  int threads = kThreadsDefault;
+  int threads = ThreadsDefault();
   int write_threads = kWriteThreadsDefault;
   std::string origin = LedgerOptions().origin;
   int64_t due_interval_ms = kDueIntervalMsDefault;
