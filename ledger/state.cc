@@ -74,7 +74,13 @@ void MemoryState::Delete(Cf cf, std::string_view key) {
 Result<std::optional<std::string>> OverlayState::Get(Cf cf, std::string_view key) const {
   auto it = changes_.find(Key(static_cast<uint8_t>(cf), std::string(key)));
   if (it != changes_.end()) return it->second;
-  return base_->Get(cf, key);
+  std::string read_key(1, static_cast<char>(cf));
+  read_key += key;
+  auto read = base_reads_.find(read_key);
+  if (read != base_reads_.end()) return read->second;
+  ASSIGN_OR_RETURN(std::optional<std::string> v, base_->Get(cf, key));
+  base_reads_.emplace(std::move(read_key), v);
+  return v;
 }
 
 Status OverlayState::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
@@ -151,6 +157,7 @@ void OverlayState::AddTo(StoreBatch* batch) const {
 void OverlayState::Clear() {
   changes_.clear();
   undo_.clear();
+  base_reads_.clear();
 }
 
 }  // namespace tally

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -72,6 +73,9 @@ class MemoryState final : public StateWriter {
 
 // Changes on top of a base view: the writer's pending commit group. Reads see the changes.
 // A savepoint lets a failed request's changes be rolled back without touching the others'.
+// What the base answers to Get is remembered (absence included) until Clear or set_base, since
+// deciding and applying an entry read the same keys: the base must not change meanwhile, as
+// the committed store does not while the writer decides a group.
 class OverlayState final : public StateWriter {
  public:
   explicit OverlayState(const StateReader* base) : base_(base) {}
@@ -87,7 +91,10 @@ class OverlayState final : public StateWriter {
   // Adds every change to the batch, in key order per column family.
   void AddTo(StoreBatch* batch) const;
   void Clear();
-  void set_base(const StateReader* base) { base_ = base; }
+  void set_base(const StateReader* base) {
+    base_ = base;
+    base_reads_.clear();
+  }
 
  private:
   using Key = std::pair<uint8_t, std::string>;
@@ -95,6 +102,8 @@ class OverlayState final : public StateWriter {
 
   const StateReader* base_;
   std::map<Key, std::optional<std::string>> changes_;
+  // Column family byte + key -> what the base answered.
+  mutable std::unordered_map<std::string, std::optional<std::string>> base_reads_;
   // (key, previous change or absence of one) for rollback.
   std::vector<std::pair<Key, std::optional<std::optional<std::string>>>> undo_;
 };
