@@ -118,11 +118,13 @@ class RocksSnapshot final : public Snapshot {
   const rocksdb::Snapshot* snap_;
 };
 
-// Every read: Tally never writes range deletions (no DeleteRange anywhere), so reads skip looking
-// for range tombstones in each memtable and file they visit.
-rocksdb::ReadOptions ReadOpts() {
+// Every read. Tally never writes range deletions (no DeleteRange anywhere), so the serving store
+// skips looking for range tombstones in each memtable and file it visits. Other modes (the audit
+// reads a secondary) keep RocksDB's full semantics: a range deletion written by anything else
+// then hides what it covers, and verify reports those keys missing.
+rocksdb::ReadOptions ReadOpts(Store::Mode mode) {
   rocksdb::ReadOptions ro;
-  ro.ignore_range_deletions = true;
+  ro.ignore_range_deletions = mode == Store::Mode::kReadWrite;
   return ro;
 }
 
@@ -246,7 +248,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
 
 Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
                                               const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
   if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
   std::string value;
   rocksdb::Status s = rep_->db->Get(ro, rep_->cf(cf), ToSlice(key), &value);
@@ -257,7 +259,7 @@ Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
 
 Result<std::vector<std::optional<std::string>>> Store::MultiGet(
     const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
   if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;
   std::vector<rocksdb::Slice> slices;
@@ -282,7 +284,7 @@ Result<std::vector<std::optional<std::string>>> Store::MultiGet(
 
 Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                    const Snapshot* snapshot, const ScanFn& fn) const {
-  rocksdb::ReadOptions ro = ReadOpts();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
   if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
   rocksdb::Slice lower = ToSlice(start), upper = ToSlice(end);
   ro.iterate_lower_bound = &lower;
