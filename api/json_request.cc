@@ -17,8 +17,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Day counts in requests (pending, expiry, code lifetime): at most a century, so that
-// days * kMicrosPerDay can never overflow downstream.
 constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
 
 Status Bad(std::string message) {

@@ -66,11 +66,12 @@ class ObjectWriter {
   void Close() { *out_ += '}'; }
 
  private:
+  // Keys are literals of the API's field names (plain ASCII): written as they are.
   void Key(std::string_view key) {
-    if (!first_) *out_ += ',';
+    *out_ += first_ ? "\"" : ",\"";
     first_ = false;
-    AppendString(key, out_);
-    *out_ += ':';
+    *out_ += key;
+    *out_ += "\":";
   }
   std::string* out_;
   bool first_ = true;

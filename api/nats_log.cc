@@ -343,6 +343,4 @@ std::string NatsGroupLog::LastPrimaryUrl() const {
 }
 
 const std::string& NatsGroupLog::stream() const { return impl_->options.stream; }
-const std::string& NatsGroupLog::subject() const { return impl_->subject; }
-
 }  // namespace tally

@@ -74,7 +74,6 @@ class NatsGroupLog final : public GroupLog {
   // when this server last heard of it.
   std::string LastPrimaryUrl() const;
   const std::string& stream() const;
-  const std::string& subject() const;
 
  private:
   struct Impl;

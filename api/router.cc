@@ -668,9 +668,6 @@ Result<HttpResponse> BalancesReport(Call& c) {
   return Respond(200, RenderBalancePage(rows));
 }
 
-// Activity buckets: without `from`, the period starts kActivityBucketsDefault buckets before
-// `to`; a period of more than kActivityBucketsMax buckets is refused.
-
 Result<Bucket> BucketOf(const Call& c) {
   const std::string* name = QueryValue(c.query, "bucket");
   if (name == nullptr || *name == "day") return Bucket::kDay;

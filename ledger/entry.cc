@@ -100,14 +100,6 @@ Status ValidateEntry(const Entry& e) {
   return ValidatePostings(e);
 }
 
-std::optional<EntryType> PeekEntryType(std::string_view bytes) {
-  constexpr size_t kTypeOffset = 1 + 8 + 8;  // version, id, time_us (EncodeEntry)
-  if (bytes.size() <= kTypeOffset || static_cast<uint8_t>(bytes[0]) != kEntryFormatVersion) {
-    return std::nullopt;
-  }
-  return static_cast<EntryType>(static_cast<uint8_t>(bytes[kTypeOffset]));
-}
-
 std::string EncodeEntry(const Entry& e) {
   TALLY_CHECK(ValidateEntry(e).ok());
   std::string out;

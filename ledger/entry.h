@@ -84,10 +84,6 @@ std::string EncodeEntry(const Entry& e);
 // truncated or trailing bytes are all errors (DataLoss). Also runs ValidateEntry.
 Result<Entry> DecodeEntry(std::string_view bytes);
 
-// The type byte of canonical bytes of the current version, without decoding the rest (nullopt if
-// too short or of another version). Only a hint: DecodeEntry decides whether the bytes are valid.
-std::optional<EntryType> PeekEntryType(std::string_view bytes);
-
 // The entry's own rules: postings sum to zero (checked arithmetic), no zero or duplicate
 // postings, well-formed ids and accounts, lengths within limits.
 Status ValidateEntry(const Entry& e);

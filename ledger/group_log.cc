@@ -41,7 +41,7 @@ Result<CommitGroup> DecodeCommitGroup(std::string_view bytes) {
 
 Result<uint64_t> GroupLog::LastSeq(uint64_t known_seq) {
   for (;;) {
-    ASSIGN_OR_RETURN(auto groups, ReadAfter(known_seq, kCommitGroupRequestsMax));
+    ASSIGN_OR_RETURN(auto groups, ReadAfter(known_seq, kReplicationReadGroupsMax));
     if (groups.empty()) return known_seq;
     known_seq = groups.back().first;
   }

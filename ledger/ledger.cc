@@ -139,9 +139,10 @@ struct Ledger::Impl {
   mutable std::shared_ptr<const Snapshot> snapshot;  // guarded by snapshot_mu
   mutable uint64_t snapshot_size = 0;                // guarded by snapshot_mu
   std::shared_ptr<const Snapshot> CurrentSnapshot() const;
-  // After a durable commit: the group goes into `recent`; a rotation in it drops the cache.
+  // After a durable commit: the group goes into `recent`; a rotation in it (`rotated`: the
+  // group holds a signing_key entry) drops the cache.
   void Committed(uint64_t first, const std::vector<std::string>& entries,
-                 const std::vector<NodeWrite>& nodes, const std::string& note);
+                 const std::vector<NodeWrite>& nodes, const std::string& note, bool rotated);
 };
 
 Result<std::vector<SigningKeyRecord>> Ledger::Impl::CachedRotations() const {
@@ -173,16 +174,13 @@ std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot() const {
 }
 
 void Ledger::Impl::Committed(uint64_t first, const std::vector<std::string>& entries,
-                             const std::vector<NodeWrite>& nodes, const std::string& note) {
+                             const std::vector<NodeWrite>& nodes, const std::string& note,
+                             bool rotated) {
   recent.Add(first, entries, nodes, note);
-  for (const std::string& e : entries) {
-    if (PeekEntryType(e) == EntryType::kSigningKey) {
-      std::lock_guard<std::mutex> lock(rotations_mu);
-      rotations_cache.reset();
-      ++rotations_generation;
-      break;
-    }
-  }
+  if (!rotated) return;
+  std::lock_guard<std::mutex> lock(rotations_mu);
+  rotations_cache.reset();
+  ++rotations_generation;
 }
 
 void Ledger::Impl::RecordGroup(size_t entries, double seconds) {
@@ -513,7 +511,7 @@ Status Ledger::Impl::Publish(uint64_t first_id, const std::vector<std::string>& 
 
 Status Ledger::Impl::CatchUp(bool fence) {
   for (;;) {
-    auto groups = options.group_log->ReadAfter(stream_seq, 256);
+    auto groups = options.group_log->ReadAfter(stream_seq, kReplicationReadGroupsMax);
     if (!groups.ok()) {
       return Status::Unavailable("replicated log: " + groups.status().message(), "replication");
     }
@@ -539,12 +537,14 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
   OverlayState overlay(&base);
   std::vector<NodeWrite> nodes, all_nodes;
   int64_t last_time = last_time_us;
+  bool rotated = false;
   for (size_t i = 0; i < g.entries.size(); ++i) {
     ASSIGN_OR_RETURN(Entry e, DecodeEntry(g.entries[i]));
     if (e.id != g.first_id + i || e.time_us < last_time) {
       return Status::DataLoss("entry " + std::to_string(e.id) + " out of order in the log");
     }
     last_time = e.time_us;
+    rotated = rotated || e.type == EntryType::kSigningKey;
     RETURN_IF_ERROR(ApplyEntry(e, &overlay));
     overlay.Put(Cf::kEntries, EntryKey(e.id), g.entries[i]);
     nodes.clear();
@@ -562,7 +562,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
       return Status::DataLoss("group checkpoint does not match the entries");
     }
     // Signed by the key in force before this group: the last one rotated to, else our own.
-    ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, Rotations());
+    ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> rotations, CachedRotations());
     Verifier v(options.origin,
                rotations.empty() ? CurrentSigner().public_key() : rotations.back().public_key);
     RETURN_IF_ERROR(VerifyNote(g.checkpoint, v, nullptr));
@@ -572,7 +572,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
     RETURN_IF_ERROR(store->Write(batch));
-    Committed(g.first_id, g.entries, all_nodes, g.checkpoint);
+    Committed(g.first_id, g.entries, all_nodes, g.checkpoint, rotated);
     std::lock_guard<std::mutex> lock(mu);
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, g.checkpoint};
     committed_size = size;
@@ -654,7 +654,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   if (st.ok()) st = store->Write(batch);
   if (!st.ok()) return st;
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  Committed(group_first, group_entries, group_nodes, cp.note);
+  Committed(group_first, group_entries, group_nodes, cp.note, rotated_in_group);
   std::lock_guard<std::mutex> lock(mu);
   latest = std::move(cp);
   committed_size = next_id;

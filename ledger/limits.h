@@ -57,7 +57,8 @@ inline constexpr int kIdleTimeoutMs = 60'000;
 inline constexpr size_t kConnectionsMax = 10'000;
 inline constexpr int kJsonDepthMax = 16;
 
-// Days in a request or program setting (expiry, pending, code lifetime): about 100 years.
+// Days in a request or program setting (expiry, pending, code lifetime): about 100 years, so
+// that days * kMicrosPerDay can never overflow.
 inline constexpr int64_t kDaysMax = 36'600;
 
 // Reports.

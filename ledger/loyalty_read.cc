@@ -220,8 +220,7 @@ Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
     RETURN_IF_ERROR(LoadProgram(*view, program).status());
     return Status::NotFound("no customer " + customer, "not_found");
   }
-  ASSIGN_OR_RETURN(CustomerRecord rec_value, DecodeCustomer(*values[0]));
-  const CustomerRecord* rec = &rec_value;
+  ASSIGN_OR_RETURN(CustomerRecord rec, DecodeCustomer(*values[0]));
   CustomerView c;
   c.program = program;
   c.customer = customer;
@@ -231,11 +230,11 @@ Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
     if (v && v->size() != 8) return Status::DataLoss("bad integer value");
     *balances[i] = v ? DecodeI64(*v) : 0;
   }
-  c.lifetime_earned = rec->lifetime_earned;
-  c.lifetime_redeemed = rec->lifetime_redeemed;
-  c.lifetime_expired = rec->lifetime_expired;
-  c.referral_code = rec->referral_code;
-  c.referred_by = rec->referred_by;
+  c.lifetime_earned = rec.lifetime_earned;
+  c.lifetime_redeemed = rec.lifetime_redeemed;
+  c.lifetime_expired = rec.lifetime_expired;
+  c.referral_code = rec.referral_code;
+  c.referred_by = rec.referred_by;
   // Lots sort soonest expiry first and never-expiring last: read only the first expiry's lots.
   std::string prefix = LotsPrefix(program, customer);
   Status decode;

@@ -40,17 +40,15 @@ void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
 }
 
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
-                    std::vector<Discrepancy>* found, bool with_tree) {
+                    std::vector<Discrepancy>* found) {
   Replayer replayer(out, found);
   std::vector<NodeWrite> nodes;
   return store.Scan(Cf::kEntries, "", "", false, snapshot,
                     [&](std::string_view k, std::string_view v) {
                       replayer.Apply(k, DecodeEntry(v));
-                      if (with_tree) {
-                        nodes.clear();
-                        out->frontier.Append(LeafHash(v), &nodes);
-                        for (const NodeWrite& n : nodes) out->tree.Put(n);
-                      }
+                      nodes.clear();
+                      out->frontier.Append(LeafHash(v), &nodes);
+                      for (const NodeWrite& n : nodes) out->tree.Put(n);
                       return true;
                     });
 }

@@ -29,7 +29,7 @@ struct Discrepancy {
 
 struct RebuildResult {
   FlatState state;          // every derived column family but the tree
-  MemoryNodeStore tree;     // every complete node of the tree (when the tree is rebuilt)
+  MemoryNodeStore tree;     // every complete node of the tree (RebuildState)
   MerkleFrontier frontier;  // the tree over the entries replayed (likewise)
   uint64_t entries = 0;
 };
@@ -51,12 +51,12 @@ class Replayer {
   uint64_t expected_id_ = 0;
 };
 
-// Replays the log of `store` (through `snapshot`, may be null) into fresh derived state and, with
-// `with_tree`, rehashes it into a fresh Merkle tree. Entries that do not decode, are out of
+// Replays the log of `store` (through `snapshot`, may be null) into fresh derived state and
+// rehashes it into a fresh Merkle tree. Entries that do not decode, are out of
 // order, or contradict the state are recorded in `found` and skipped. Returns an error only if
 // the store could not be read.
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
-                    std::vector<Discrepancy>* found, bool with_tree = true);
+                    std::vector<Discrepancy>* found);
 
 // Compares one derived column family of the store (not the tree) with the rebuilt state, every
 // key and every value byte, appending each difference to `found`: keys the store has and the
@@ -70,7 +70,7 @@ Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
 Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
                    uint64_t size, std::vector<Discrepancy>* found);
 
-// Every derived column family, tree included (the tree needs RebuildState with_tree).
+// Every derived column family, tree included, against what RebuildState made.
 Status CompareDerivedState(const Store& store, const Snapshot* snapshot,
                            const RebuildResult& rebuilt, std::vector<Discrepancy>* found);
 

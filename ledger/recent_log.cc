@@ -26,14 +26,10 @@ RecentLog::RecentLog(uint64_t window, size_t bytes_max)
 
 Status RecentLog::Reset(uint64_t size, const LevelLoader& load) {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  broken_ = true;
-  entries_.clear();
-  bytes_ = 0;
-  checkpoints_.clear();
+  Stop();
   first_ = end_ = size;
   for (int level = 0; level < 64; ++level) {
     Level& l = levels_[level];
-    l.nodes.clear();
     // Below kHighLevel, the next node a commit completes at this level is the first held; from
     // kHighLevel up, every complete node is held.
     l.base = level < kHighLevel ? size >> level : 0;
@@ -50,17 +46,10 @@ void RecentLog::Add(uint64_t first, const std::vector<std::string>& entries,
                     const std::vector<NodeWrite>& nodes, const std::string& note) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   if (broken_) return;
-  auto stop = [&] {
-    broken_ = true;
-    entries_.clear();
-    bytes_ = 0;
-    checkpoints_.clear();
-    for (Level& l : levels_) l.nodes.clear();
-  };
-  if (first != end_ || entries.empty()) return stop();
+  if (first != end_ || entries.empty()) return Stop();
   for (const NodeWrite& n : nodes) {
     Level& l = levels_[n.level];
-    if (n.index != l.base + l.nodes.size()) return stop();
+    if (n.index != l.base + l.nodes.size()) return Stop();
     l.nodes.push_back(n.hash);
   }
   for (const std::string& e : entries) {
@@ -70,6 +59,14 @@ void RecentLog::Add(uint64_t first, const std::vector<std::string>& entries,
   end_ += entries.size();
   checkpoints_.emplace_back(end_, note);
   Trim();
+}
+
+void RecentLog::Stop() {
+  broken_ = true;
+  entries_.clear();
+  bytes_ = 0;
+  checkpoints_.clear();
+  for (Level& l : levels_) l.nodes.clear();
 }
 
 void RecentLog::Trim() {

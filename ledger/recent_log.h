@@ -71,6 +71,7 @@ class RecentLog {
     uint64_t base = 0;  // index of nodes.front()
     std::deque<Hash> nodes;
   };
+  void Stop();  // holds nothing until the next Reset. REQUIRES: mu_ held exclusively
   void Trim();  // REQUIRES: mu_ held exclusively
 
   const uint64_t window_;

@@ -72,14 +72,13 @@ void MemoryState::Delete(Cf cf, std::string_view key) {
 }
 
 Result<std::optional<std::string>> OverlayState::Get(Cf cf, std::string_view key) const {
-  auto it = changes_.find(Key(static_cast<uint8_t>(cf), std::string(key)));
+  Key k(static_cast<uint8_t>(cf), std::string(key));
+  auto it = changes_.find(k);
   if (it != changes_.end()) return it->second;
-  std::string read_key(1, static_cast<char>(cf));
-  read_key += key;
-  auto read = base_reads_.find(read_key);
+  auto read = base_reads_.find(k);
   if (read != base_reads_.end()) return read->second;
   ASSIGN_OR_RETURN(std::optional<std::string> v, base_->Get(cf, key));
-  base_reads_.emplace(std::move(read_key), v);
+  base_reads_.emplace(std::move(k), v);
   return v;
 }
 
@@ -152,12 +151,6 @@ void OverlayState::AddTo(StoreBatch* batch) const {
       batch->Delete(cf, k.second);
     }
   }
-}
-
-void OverlayState::Clear() {
-  changes_.clear();
-  undo_.clear();
-  base_reads_.clear();
 }
 
 }  // namespace tally

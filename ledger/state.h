@@ -73,7 +73,7 @@ class MemoryState final : public StateWriter {
 
 // Changes on top of a base view: the writer's pending commit group. Reads see the changes.
 // A savepoint lets a failed request's changes be rolled back without touching the others'.
-// What the base answers to Get is remembered (absence included) until Clear or set_base, since
+// What the base answers to Get is remembered (absence included) for the overlay's life, since
 // deciding and applying an entry read the same keys: the base must not change meanwhile, as
 // the committed store does not while the writer decides a group.
 class OverlayState final : public StateWriter {
@@ -90,20 +90,19 @@ class OverlayState final : public StateWriter {
   void RollbackTo(size_t savepoint);
   // Adds every change to the batch, in key order per column family.
   void AddTo(StoreBatch* batch) const;
-  void Clear();
-  void set_base(const StateReader* base) {
-    base_ = base;
-    base_reads_.clear();
-  }
 
  private:
   using Key = std::pair<uint8_t, std::string>;
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      return std::hash<std::string>{}(k.second) * 31 + k.first;
+    }
+  };
   void Set(Cf cf, std::string_view key, std::optional<std::string> value);
 
   const StateReader* base_;
   std::map<Key, std::optional<std::string>> changes_;
-  // Column family byte + key -> what the base answered.
-  mutable std::unordered_map<std::string, std::optional<std::string>> base_reads_;
+  mutable std::unordered_map<Key, std::optional<std::string>, KeyHash> base_reads_;
   // (key, previous change or absence of one) for rollback.
   std::vector<std::pair<Key, std::optional<std::optional<std::string>>>> undo_;
 };

@@ -122,9 +122,11 @@ class RocksSnapshot final : public Snapshot {
 // skips looking for range tombstones in each memtable and file it visits. Other modes (the audit
 // reads a secondary) keep RocksDB's full semantics: a range deletion written by anything else
 // then hides what it covers, and verify reports those keys missing.
-rocksdb::ReadOptions ReadOpts(Store::Mode mode) {
+// Reads through `snapshot` when given, else the latest state.
+rocksdb::ReadOptions ReadOpts(Store::Mode mode, const Snapshot* snapshot) {
   rocksdb::ReadOptions ro;
   ro.ignore_range_deletions = mode == Store::Mode::kReadWrite;
+  if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
   return ro;
 }
 
@@ -248,8 +250,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
 
 Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
                                               const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
-  if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
   std::string value;
   rocksdb::Status s = rep_->db->Get(ro, rep_->cf(cf), ToSlice(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -259,8 +260,7 @@ Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
 
 Result<std::vector<std::optional<std::string>>> Store::MultiGet(
     const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
-  if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;
   std::vector<rocksdb::Slice> slices;
   cfs.reserve(keys.size());
@@ -284,8 +284,7 @@ Result<std::vector<std::optional<std::string>>> Store::MultiGet(
 
 Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                    const Snapshot* snapshot, const ScanFn& fn) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode);
-  if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
   rocksdb::Slice lower = ToSlice(start), upper = ToSlice(end);
   ro.iterate_lower_bound = &lower;
   if (!end.empty()) ro.iterate_upper_bound = &upper;
