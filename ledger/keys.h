@@ -30,6 +30,7 @@ enum class Cf : uint8_t {
 };
 inline constexpr int kCfCount = static_cast<int>(Cf::kCount);
 extern const char* const kCfNames[kCfCount];
+inline const char* CfName(Cf cf) { return kCfNames[static_cast<int>(cf)]; }
 
 // True for the column families that Rebuild derives from the log and compares byte for byte.
 bool IsDerivedCf(Cf cf);

@@ -59,8 +59,6 @@ std::string Shown(std::string_view v) {
   return v.size() > 64 ? HexEncode(v.substr(0, 64)) + "..." : HexEncode(v);
 }
 
-const char* CfName(Cf cf) { return kCfNames[static_cast<int>(cf)]; }
-
 }  // namespace
 
 Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,

@@ -33,8 +33,7 @@ done
 
 if [[ $build == 1 ]]; then
   echo "== build (Release): $build_dir"
-  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build_dir" -j "${TALLY_JOBS:-2}" --target tally-audit tally-bench-fill >/dev/null
+  TALLY_TARGETS="tally-audit tally-bench-fill" scripts/build.sh "$build_dir" >/dev/null
 fi
 bin=$(cd "$build_dir" && pwd)
 

@@ -37,8 +37,7 @@ nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 [[ -x $nats_server ]] || { echo "bench-replication.sh: needs nats-server" >&2; exit 1; }
 
 if [[ $build == 1 ]]; then
-  cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build_dir" -j "${TALLY_JOBS:-2}" --target tallyd tally-bench
+  TALLY_TARGETS="tallyd tally-bench" scripts/build.sh "$build_dir"
 fi
 bin=$(cd "$build_dir" && pwd)
 

@@ -49,9 +49,8 @@ done
 if [[ $build == 1 ]]; then
   echo "== build (Release): $build_dir"
   build_log=$(mktemp "${TMPDIR:-/tmp}/tally-bench-build.XXXXXX")
-  if ! { cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release &&
-         cmake --build "$build_dir" -j "${TALLY_JOBS:-2}" \
-           --target tallyd baseline_server tally-bench tally-bench-fill; } >"$build_log" 2>&1; then
+  if ! TALLY_TARGETS="tallyd baseline_server tally-bench tally-bench-fill" \
+       scripts/build.sh "$build_dir" >"$build_log" 2>&1; then
     cat "$build_log" >&2
     rm -f "$build_log"
     exit 1

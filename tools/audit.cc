@@ -150,6 +150,13 @@ int CannotRun(std::ostream& err, const std::string& why) {
   return kExitCannotRun;
 }
 
+// A command that failed: data that does not decode or add up is a discrepancy (1), anything else
+// means it could not run (2).
+int Failed(std::ostream& err, const Status& st) {
+  err << "tally-audit: " << st.message() << "\n";
+  return st.code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
+}
+
 Status WriteFile(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
@@ -207,10 +214,7 @@ int RunReport(const Flags& f, std::ostream& out, std::ostream& err) {
   auto o = ReportOptionsFrom(f);
   if (!o.ok()) return CannotRun(err, o.status().message());
   auto report = BuildReport(*o);
-  if (!report.ok()) {
-    err << "tally-audit: " << report.status().message() << "\n";
-    return report.status().code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
-  }
+  if (!report.ok()) return Failed(err, report.status());
   out << (format == "json" ? ReportJson(*report) : ReportCsv(*report));
   return kExitClean;
 }
@@ -220,9 +224,7 @@ int RunExport(const Flags& f, std::ostream& out, std::ostream& err) {
   if (format != "jsonl" && format != "ledger") return CannotRun(err, "--format is jsonl or ledger");
   Status st = Export(f.Get("--data"),
                      format == "jsonl" ? ExportFormat::kJsonl : ExportFormat::kLedger, out);
-  if (st.ok()) return kExitClean;
-  err << "tally-audit: " << st.message() << "\n";
-  return st.code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
+  return st.ok() ? kExitClean : Failed(err, st);
 }
 
 int RunVerifyReceipt(const Flags& f, std::ostream& out, std::ostream& err) {
@@ -246,10 +248,7 @@ int RunBackup(const Flags& f, std::ostream& out, std::ostream& err) {
 
 int RunScan(const Flags& f, std::ostream& out, std::ostream& err) {
   auto r = ScanStore(f.Get("--data"));
-  if (!r.ok()) {
-    err << "tally-audit: " << r.status().message() << "\n";
-    return r.status().code() == Code::kDataLoss ? kExitDiscrepancy : kExitCannotRun;
-  }
+  if (!r.ok()) return Failed(err, r.status());
   uint64_t keys = 0, bytes = 0;
   for (const ScanResult::Family& family : r->families) {
     out << "  " << family.name << ": " << family.keys << " keys, " << family.bytes << " bytes\n";

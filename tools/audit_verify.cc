@@ -108,8 +108,6 @@ struct LogPass {
   std::vector<std::string> keys;  // verifier keys of the chain, first key first
 };
 
-const char* CfName(Cf cf) { return kCfNames[static_cast<int>(cf)]; }
-
 Discrepancy At(Cf cf, std::string_view key, std::optional<uint64_t> entry, std::string what,
                std::string expected, std::string found) {
   Discrepancy d;
@@ -365,15 +363,10 @@ Status CheckMeta(const Store& store, const Snapshot* snap, LogPass* pass) {
 
 Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& key,
                   bool explicit_key, LogPass* pass) {
-  // The replay ends when the channel closes, however this pass ends.
-  struct Closer {
-    EntryChannel* channel;
-    ~Closer() { channel->Close(); }
-  } closer{pass->channel};
-  RETURN_IF_ERROR(LoadCheckpoints(store, snap, pass));
-  Status hashed = HashLog(store, snap, pass);
-  pass->channel->Close();
-  RETURN_IF_ERROR(hashed);
+  Status st = LoadCheckpoints(store, snap, pass);
+  if (st.ok()) st = HashLog(store, snap, pass);
+  pass->channel->Close();  // the replay ends here, whether or not the log could be read
+  RETURN_IF_ERROR(st);
   CheckChain(FirstKey(key, explicit_key, pass), pass);
   return CheckMeta(store, snap, pass);
 }
