@@ -2,7 +2,7 @@
 // and runs the background work (expiry, ends of pending windows) until SIGTERM or SIGINT.
 //
 //   tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE] [--threads N]
-//          [--write-threads N]
+//          [--write-threads N] [--customer-cache N]
 //          [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N] [--min-free-bytes N]
 //          [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]
 //
@@ -57,7 +57,7 @@ constexpr int64_t kDueIntervalMsDefault = 1000;
 constexpr const char* kUsage =
     "usage: tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
     "              [--threads N] [--write-threads N] [--origin NAME] [--due-interval-ms N]\n"
-    "              [--read-timeout-ms N]\n"
+    "              [--read-timeout-ms N] [--customer-cache N]\n"
     "              [--min-free-bytes N]\n"
     "              [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]\n"
     "       tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]\n"
@@ -71,6 +71,8 @@ constexpr const char* kUsage =
     "                         core, at least 2)\n"
     "  --write-threads N      threads that run writes and wait for their commit: the most\n"
     "                         writes in flight at once (default 128)\n"
+    "  --customer-cache N     customer views kept in memory, each until that customer changes\n"
+    "                         (default 65536; 0: off)\n"
     "  --origin NAME          checkpoint origin and signing key name (default tally.local/ledger)\n"
     "  --due-interval-ms N    how often expiry and pending windows are processed (default 1000)\n"
     "  --read-timeout-ms N    limit on reading a request's header, then its body; a client that\n"
@@ -95,6 +97,7 @@ struct Flags {
   std::string tls_cert, tls_key;
   int threads = ThreadsDefault();
   int write_threads = kWriteThreadsDefault;
+  size_t customer_cache = kCustomerCacheEntriesDefault;
   std::string origin = LedgerOptions().origin;
   int64_t due_interval_ms = kDueIntervalMsDefault;
   int read_timeout_ms = kReadTimeoutMs;
@@ -133,9 +136,9 @@ Status ParseListen(std::string_view text, Flags* f) {
 
 bool IsFlag(std::string_view name) {
   for (std::string_view flag :
-       {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--write-threads", "--origin",
-        "--due-interval-ms", "--read-timeout-ms", "--min-free-bytes", "--replicate", "--follow",
-        "--stream", "--stream-replicas"}) {
+       {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--write-threads",
+        "--customer-cache", "--origin", "--due-interval-ms", "--read-timeout-ms",
+        "--min-free-bytes", "--replicate", "--follow", "--stream", "--stream-replicas"}) {
     if (name == flag) return true;
   }
   return false;
@@ -158,6 +161,9 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
   } else if (name == "--write-threads") {
     ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 1, kThreadsMax));
     f->write_threads = static_cast<int>(n);
+  } else if (name == "--customer-cache") {
+    ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 0, 1 << 24));
+    f->customer_cache = static_cast<size_t>(n);
   } else if (name == "--due-interval-ms") {
     ASSIGN_OR_RETURN(f->due_interval_ms, ParseInt(name, value, 1, 86'400'000));
   } else if (name == "--read-timeout-ms") {
@@ -418,7 +424,8 @@ int Run(const Flags& flags, const sigset_t& signals) {
   }
   Result<std::string> secret = LoadOrCreateSecret(flags.data);
   if (!secret.ok()) return Fail("cannot load the API key secret: " + secret.status().ToString());
-  auto loyalty = std::make_unique<Loyalty>(ledger->get(), LoyaltyOptions{*secret});
+  auto loyalty =
+      std::make_unique<Loyalty>(ledger->get(), LoyaltyOptions{*secret, flags.customer_cache});
   std::unique_ptr<ReplicationWorker> worker;
   if (log) worker = std::make_unique<ReplicationWorker>(ledger->get(), log.get());
 

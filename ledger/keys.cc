@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "ledger/accounts.h"
 #include "ledger/coding.h"
 #include "ledger/status.h"
 
@@ -142,6 +143,31 @@ std::string CustomerKey(std::string_view program, std::string_view customer) {
   std::string k = CustomerPrefix(program);
   k.append(customer);
   return k;
+}
+
+bool CustomerOfKey(Cf cf, std::string_view key, std::string_view* program,
+                   std::string_view* customer) {
+  switch (cf) {
+    case Cf::kCustomers:
+    case Cf::kLots: {  // program NUL customer, then (lots) NUL expiry lot
+      size_t a = key.find('\0');
+      if (a == std::string_view::npos) return false;
+      size_t b = cf == Cf::kLots ? key.find('\0', a + 1) : key.size();
+      if (b == std::string_view::npos) return false;
+      *program = key.substr(0, a);
+      *customer = key.substr(a + 1, b - a - 1);
+      return true;
+    }
+    case Cf::kBalances: {
+      AccountName name;
+      if (!ParseAccount(key, &name) || name.customer.empty()) return false;
+      *program = name.program;
+      *customer = name.customer;
+      return true;
+    }
+    default:
+      return false;
+  }
 }
 
 std::string PrefixEnd(std::string_view prefix) {

@@ -83,6 +83,12 @@ std::string HoldActivationKey(std::string_view program, int64_t until_us, uint64
 std::string CustomerPrefix(std::string_view program);
 std::string CustomerKey(std::string_view program, std::string_view customer);
 
+// The customer a key of kCustomers, kLots or kBalances (a customer account) belongs to: false
+// for any other key. Everything Loyalty::GetCustomer reads is in those three families, so a
+// commit group changes a customer's view only through a key this names (Ledger's change marks).
+bool CustomerOfKey(Cf cf, std::string_view key, std::string_view* program,
+                   std::string_view* customer);
+
 // The smallest key greater than every key that starts with prefix ("" if none exists).
 std::string PrefixEnd(std::string_view prefix);
 

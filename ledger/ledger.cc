@@ -74,6 +74,10 @@ struct Ledger::Impl {
   LedgerStats stats;           // guarded by mu
   std::atomic<uint64_t> committed_size{0};
   std::atomic<bool> stopped{false};
+  // Ledger::CustomerChangedAt, per slot (CustomerSlot); raised by MarkCustomers.
+  std::unique_ptr<std::atomic<uint64_t>[]> customer_marks {
+    new std::atomic<uint64_t>[ kCustomerMarkSlots ]()
+  };
   std::thread writer;
 
   // The disk-full guard: whether the data directory's file system was below min_free_bytes at
@@ -138,7 +142,11 @@ struct Ledger::Impl {
   mutable std::mutex snapshot_mu;
   mutable std::shared_ptr<const Snapshot> snapshot;  // guarded by snapshot_mu
   mutable uint64_t snapshot_size = 0;                // guarded by snapshot_mu
-  std::shared_ptr<const Snapshot> CurrentSnapshot() const;
+  // *holds (if not null): a tree size whose every commit group is in the snapshot.
+  std::shared_ptr<const Snapshot> CurrentSnapshot(uint64_t* holds = nullptr) const;
+  // Before a group is written: raises the change mark of every customer it changes to `size`,
+  // the tree size after it.
+  void MarkCustomers(const OverlayState& changes, uint64_t size);
   // After a durable commit: the group goes into `recent`; a rotation in it (`rotated`: the
   // group holds a signing_key entry) drops the cache.
   void Committed(uint64_t first, const std::vector<std::string>& entries,
@@ -158,19 +166,45 @@ Result<std::vector<SigningKeyRecord>> Ledger::Impl::CachedRotations() const {
   return r;
 }
 
-std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot() const {
+std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot(uint64_t* holds) const {
   const uint64_t size = committed_size.load();
   {
     std::lock_guard<std::mutex> lock(snapshot_mu);
-    if (snapshot && snapshot_size >= size) return snapshot;
+    if (snapshot && snapshot_size >= size) {
+      if (holds) *holds = snapshot_size;
+      return snapshot;
+    }
   }
   std::shared_ptr<const Snapshot> fresh = store->NewSnapshot();
+  if (holds) *holds = size;
   std::lock_guard<std::mutex> lock(snapshot_mu);
   if (!snapshot || size > snapshot_size) {
     snapshot = fresh;
     snapshot_size = size;
   }
   return fresh;
+}
+
+namespace {
+
+size_t CustomerSlot(std::string_view program, std::string_view customer) {
+  std::hash<std::string_view> h;
+  return (h(program) * 0x9e3779b97f4a7c15u ^ h(customer)) & (kCustomerMarkSlots - 1);
+}
+
+}  // namespace
+
+void Ledger::Impl::MarkCustomers(const OverlayState& changes, uint64_t size) {
+  for (Cf cf : {Cf::kCustomers, Cf::kBalances, Cf::kLots}) {
+    changes.ForEachChangedKey(cf, [&](std::string_view key) {
+      std::string_view program, customer;
+      if (!CustomerOfKey(cf, key, &program, &customer)) return;
+      std::atomic<uint64_t>& mark = customer_marks[CustomerSlot(program, customer)];
+      uint64_t old = mark.load();
+      while (old < size && !mark.compare_exchange_weak(old, size)) {
+      }
+    });
+  }
 }
 
 void Ledger::Impl::Committed(uint64_t first, const std::vector<std::string>& entries,
@@ -568,6 +602,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     RETURN_IF_ERROR(VerifyNote(g.checkpoint, v, nullptr));
     StoreBatch batch(*store);
     overlay.AddTo(&batch);
+    MarkCustomers(overlay, size);
     batch.Put(Cf::kCheckpoints, CheckpointKey(size), g.checkpoint);
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
@@ -642,6 +677,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   TALLY_CHECK(group_first + group_entries.size() == next_id);
   StoreBatch batch(*store);
   overlay.AddTo(&batch);  // the entries, their tree nodes and all derived state
+  MarkCustomers(overlay, next_id);
   // The tree only grows, from the frontier verified against the last signed checkpoint at open,
   // so this checkpoint is consistent with every one signed before it.
   CheckpointInfo cp = SignCheckpoint(next_id, frontier.Root());
@@ -736,6 +772,14 @@ Result<AppendResult> Ledger::Append(AppendRequest request) {
 
 std::unique_ptr<StateReader> Ledger::Read() const {
   return std::make_unique<StoreReader>(impl_->store.get(), impl_->CurrentSnapshot());
+}
+
+std::unique_ptr<StateReader> Ledger::Read(uint64_t* holds) const {
+  return std::make_unique<StoreReader>(impl_->store.get(), impl_->CurrentSnapshot(holds));
+}
+
+uint64_t Ledger::CustomerChangedAt(std::string_view program, std::string_view customer) const {
+  return impl_->customer_marks[CustomerSlot(program, customer)].load();
 }
 
 Result<std::string> Ledger::GetEntryBytes(uint64_t id) const {

@@ -147,6 +147,15 @@ class Ledger {
 
   // A consistent read view of the current state. Thread-safe.
   std::unique_ptr<StateReader> Read() const;
+  // For caches of what the state says about one customer (Loyalty's customer views): a read
+  // view, and in *holds a tree size whose every commit group is in the view.
+  std::unique_ptr<StateReader> Read(uint64_t* holds) const;
+  // The tree size after the last commit group that changed the customer's record, balances or
+  // lots (keys.h CustomerOfKey), 0 if none since open. A view read holding size S is current
+  // while this is at most S. It is raised before the group is written, so it covers every
+  // acknowledged change. Customers share the slots of a fixed table: another customer's change
+  // can make a view look changed (a needless re-read), never the reverse. Thread-safe.
+  uint64_t CustomerChangedAt(std::string_view program, std::string_view customer) const;
 
   Result<Entry> GetEntry(uint64_t id) const;
   Result<std::string> GetEntryBytes(uint64_t id) const;

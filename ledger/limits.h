@@ -31,6 +31,11 @@ inline constexpr size_t kRequestEntriesMax = 10000;       // entries one request
 // most twice as many, and entry bytes up to this budget.
 inline constexpr uint64_t kRecentLogEntries = 16384;
 inline constexpr size_t kRecentLogBytes = size_t{32} << 20;
+// Reads: customers' change marks (Ledger::CustomerChangedAt; 8 bytes a slot), and the customer
+// views Loyalty caches by default (LoyaltyOptions::customer_cache_entries; tallyd
+// --customer-cache).
+inline constexpr size_t kCustomerMarkSlots = size_t{1} << 18;
+inline constexpr size_t kCustomerCacheEntriesDefault = 65536;
 // Disk-full guard (LedgerOptions::min_free_bytes): writes stop below this much free space.
 inline constexpr uint64_t kMinFreeBytesDefault = uint64_t{256} << 20;
 inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most this often

@@ -254,7 +254,10 @@ Status CheckNewCustomerId(const std::string& customer) {
 }  // namespace
 
 Loyalty::Loyalty(Ledger* ledger, LoyaltyOptions options)
-    : ledger_(ledger), options_(std::move(options)), limiter_(std::make_unique<Limiter>()) {}
+    : ledger_(ledger),
+      options_(std::move(options)),
+      limiter_(std::make_unique<Limiter>()),
+      customers_(std::make_unique<CustomerCache>(options_.customer_cache_entries)) {}
 Loyalty::~Loyalty() = default;
 
 int64_t EntryPoints(const Entry& e) {

@@ -13,6 +13,7 @@
 
 #include "ledger/entry.h"
 #include "ledger/ledger.h"
+#include "ledger/limits.h"
 #include "ledger/records.h"
 
 namespace tally {
@@ -135,6 +136,9 @@ struct LoyaltyOptions {
   // Secret from which API keys are derived (so that a replayed key creation returns the same
   // key while only its hash is stored). 32 random bytes, kept beside the signing key.
   std::string api_key_secret;
+  // Customer views (GetCustomer) kept in memory, each until a commit group changes that
+  // customer (Ledger::CustomerChangedAt); 0 disables the cache.
+  size_t customer_cache_entries = kCustomerCacheEntriesDefault;
 };
 
 class Loyalty {
@@ -215,9 +219,11 @@ class Loyalty {
 
  private:
   struct Limiter;
+  class CustomerCache;
   Ledger* ledger_;
   LoyaltyOptions options_;
   std::unique_ptr<Limiter> limiter_;
+  std::unique_ptr<CustomerCache> customers_;
 };
 
 // The JSON view's "points" of an entry: the sum of its positive postings.

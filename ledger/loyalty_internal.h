@@ -3,12 +3,69 @@
 #ifndef TALLY_LEDGER_LOYALTY_INTERNAL_H_
 #define TALLY_LEDGER_LOYALTY_INTERNAL_H_
 
+#include <algorithm>
+#include <array>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ledger/loyalty.h"
 #include "ledger/records.h"
 #include "ledger/state.h"
+
+namespace tally {
+
+// Customer views by CustomerKey, each with the tree size its read held (Ledger::Read(holds)).
+// A view is served while the customer's change mark is at most that size, so a cached view never
+// misses a change acknowledged before the read. Sharded to keep the I/O threads apart; a full
+// shard drops an arbitrary view to make room.
+class Loyalty::CustomerCache {
+ public:
+  explicit CustomerCache(size_t capacity)
+      : per_shard_(capacity == 0 ? 0 : std::max<size_t>(1, capacity / kShards)) {}
+
+  std::optional<CustomerView> Get(const std::string& key, uint64_t changed_at) const {
+    if (per_shard_ == 0) return std::nullopt;
+    Shard& s = shard(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.views.find(key);
+    if (it == s.views.end() || it->second.holds < changed_at) return std::nullopt;
+    return it->second.view;
+  }
+
+  void Put(const std::string& key, uint64_t holds, uint64_t changed_at, const CustomerView& v) {
+    if (per_shard_ == 0 || holds < changed_at) return;  // changed since the read: do not keep
+    Shard& s = shard(key);
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto it = s.views.find(key);
+    if (it != s.views.end()) {
+      if (it->second.holds <= holds) it->second = Cached{holds, v};
+      return;
+    }
+    if (s.views.size() >= per_shard_) s.views.erase(s.views.begin());
+    s.views.emplace(key, Cached{holds, v});
+  }
+
+ private:
+  static constexpr size_t kShards = 16;
+  struct Cached {
+    uint64_t holds;
+    CustomerView view;
+  };
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, Cached> views;  // guarded by mu
+  };
+  Shard& shard(const std::string& key) const {
+    return shards_[std::hash<std::string>{}(key) % kShards];
+  }
+  const size_t per_shard_;
+  mutable std::array<Shard, kShards> shards_;
+};
+
+}  // namespace tally
 
 namespace tally::internal {
 

@@ -204,10 +204,16 @@ Result<Page<RewardRecord>> Loyalty::ListRewards(const std::string& program,
 
 Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
                                           const std::string& customer) const {
-  auto view = ledger_->Read();
+  const std::string customer_key = CustomerKey(program, customer);
+  if (std::optional<CustomerView> cached =
+          customers_->Get(customer_key, ledger_->CustomerChangedAt(program, customer))) {
+    return std::move(*cached);
+  }
+  uint64_t holds = 0;
+  auto view = ledger_->Read(&holds);
   // The customer's record and balances in one read; the program only when there is no customer
   // (a customer exists only in a program that does), to tell which of the two is unknown.
-  const std::string customer_key = CustomerKey(program, customer);
+  // Everything read here must be in a family CustomerOfKey covers, or the cache goes stale.
   const std::string accounts[] = {CustomerAccount(program, customer, acct::kAvailable),
                                   CustomerAccount(program, customer, acct::kPending),
                                   CustomerAccount(program, customer, acct::kReserved)};
@@ -254,6 +260,7 @@ Result<CustomerView> Loyalty::GetCustomer(const std::string& program,
                                return true;
                              }));
   RETURN_IF_ERROR(decode);
+  customers_->Put(customer_key, holds, ledger_->CustomerChangedAt(program, customer), c);
   return c;
 }
 

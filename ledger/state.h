@@ -90,6 +90,15 @@ class OverlayState final : public StateWriter {
   void RollbackTo(size_t savepoint);
   // Adds every change to the batch, in key order per column family.
   void AddTo(StoreBatch* batch) const;
+  // Calls fn with every key changed (put or deleted) in cf, in key order.
+  template <typename Fn>
+  void ForEachChangedKey(Cf cf, Fn&& fn) const {
+    const auto c = static_cast<uint8_t>(cf);
+    for (auto it = changes_.lower_bound(Key{c, std::string()});
+         it != changes_.end() && it->first.first == c; ++it) {
+      fn(std::string_view(it->first.second));
+    }
+  }
 
  private:
   using Key = std::pair<uint8_t, std::string>;

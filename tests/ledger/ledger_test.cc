@@ -293,4 +293,39 @@ TEST_CASE("The ledger reopens with its tree, checkpoint and key", "[ledger]") {
   CHECK(ledger->LatestCheckpoint().size == 11);
 }
 
+TEST_CASE("CustomerOfKey names the customer of each key a customer view reads", "[ledger]") {
+  std::string_view program, customer;  // views into the key
+  const std::string record = CustomerKey("acme", "alice");
+  REQUIRE(CustomerOfKey(Cf::kCustomers, record, &program, &customer));
+  CHECK((program == "acme" && customer == "alice"));
+  // The expiry and lot id of a lot key hold NUL bytes; only the first two NULs separate.
+  const std::string lot = LotKey("acme", "bob", 256, 0);
+  REQUIRE(CustomerOfKey(Cf::kLots, lot, &program, &customer));
+  CHECK((program == "acme" && customer == "bob"));
+  const std::string account = CustomerAccount("p.1", "c@x", acct::kReserved);
+  REQUIRE(CustomerOfKey(Cf::kBalances, account, &program, &customer));
+  CHECK((program == "p.1" && customer == "c@x"));
+  CHECK_FALSE(
+      CustomerOfKey(Cf::kBalances, ProgramAccount("acme", acct::kIssued), &program, &customer));
+  CHECK_FALSE(CustomerOfKey(Cf::kLots, "acme", &program, &customer));
+  CHECK_FALSE(CustomerOfKey(Cf::kEntries, record, &program, &customer));
+}
+
+TEST_CASE("A commit raises the change mark of each customer it changes, before it is read",
+          "[ledger]") {
+  TempDir dir;
+  auto ledger = OpenLedger(dir.path());
+  CHECK(ledger->CustomerChangedAt("acme", "alice") == 0);
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 5, "k1")).ok());
+  CHECK(ledger->CustomerChangedAt("acme", "alice") == 1);
+  uint64_t holds = 0;
+  auto view = ledger->Read(&holds);
+  CHECK(holds == 1);
+  REQUIRE(ledger->Append(Transfer("acme", "bob", 5, "k2")).ok());
+  CHECK(ledger->CustomerChangedAt("acme", "alice") == 1);
+  CHECK(ledger->CustomerChangedAt("acme", "bob") == 2);
+  ledger->Read(&holds);
+  CHECK(holds == 2);
+}
+
 }  // namespace tally

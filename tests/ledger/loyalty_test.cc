@@ -180,5 +180,92 @@ TEST_CASE("A code with three uses, one spent, lets exactly two of thirty concurr
   CHECK(referred == 2);
 }
 
+// Customer views are cached (LoyaltyOptions::customer_cache_entries) until a commit group changes
+// the customer. A Loyalty without the cache over the same ledger is the oracle.
+bool SameView(const CustomerView& a, const CustomerView& b) {
+  return a.program == b.program && a.customer == b.customer && a.available == b.available &&
+         a.pending == b.pending && a.reserved == b.reserved &&
+         a.lifetime_earned == b.lifetime_earned && a.lifetime_redeemed == b.lifetime_redeemed &&
+         a.lifetime_expired == b.lifetime_expired && a.next_expiry == b.next_expiry &&
+         a.referral_code == b.referral_code && a.referred_by == b.referred_by;
+}
+
+TEST_CASE("A cached customer view never misses an acknowledged change", "[loyalty][concurrency]") {
+  Fixture f;
+  // Two readers keep the cache filled from whatever snapshot they hold while the writes land.
+  std::atomic<bool> done{false};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; ++r) {
+    readers.emplace_back([&] {
+      while (!done.load()) (void)f.loyalty->GetCustomer("acme", "alice");
+    });
+  }
+  int stale = 0;
+  for (int i = 1; i <= 300; ++i) {
+    EarnRequest earn;
+    earn.customer = "alice";
+    earn.points = 1;
+    REQUIRE(f.loyalty->Earn(Fixture::Ctx("earn-" + std::to_string(i)), "acme", earn).ok());
+    auto view = f.loyalty->GetCustomer("acme", "alice");
+    REQUIRE(view.ok());
+    if (view->lifetime_earned != i || view->available != i) ++stale;
+  }
+  done.store(true);
+  for (std::thread& t : readers) t.join();
+  CHECK(stale == 0);
+}
+
+TEST_CASE("Cached customer views follow every kind of change, including other customers' requests",
+          "[loyalty]") {
+  ReferralSettings rs;
+  rs.max_uses = 10;
+  Fixture f(rs);
+  Loyalty uncached(f.ledger.get(), LoyaltyOptions{std::string(32, 's'), 0});
+  std::vector<std::string> customers = {"ann", "fred", "gus"};
+  int step = 0;
+  auto check = [&](const std::string& what) {
+    ++step;
+    for (const std::string& c : customers) {
+      for (int twice = 0; twice < 2; ++twice) {  // a miss fills the cache, the next read hits it
+        auto got = f.loyalty->GetCustomer("acme", c);
+        auto want = uncached.GetCustomer("acme", c);
+        INFO(what << ": " << c);
+        REQUIRE(got.ok() == want.ok());
+        if (got.ok()) CHECK(SameView(*got, *want));
+      }
+    }
+  };
+  check("empty");
+  EarnRequest earn;
+  earn.customer = "ann";
+  earn.points = 500;
+  earn.expires_at_us = kT0 + 10 * kMicrosPerDay;
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("e1"), "acme", earn).ok());
+  check("earn");
+  earn.points = 70;
+  earn.expires_at_us = kT0 + 5 * kMicrosPerDay;
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("e2"), "acme", earn).ok());
+  check("earn expiring sooner");
+  auto code = f.loyalty->GetOrCreateCode(Fixture::Ctx("code"), "acme", "ann");
+  REQUIRE(code.ok());
+  check("code");
+  REQUIRE(f.loyalty->Refer(Fixture::Ctx("refer"), "acme", code->code.code, "fred", "").ok());
+  check("referral: the advocate's view changes by the friend's request");
+  RedeemRequest redeem;
+  redeem.customer = "ann";
+  redeem.points = 100;
+  REQUIRE(f.loyalty->Redeem(Fixture::Ctx("r1"), "acme", redeem).ok());
+  check("redeem");
+  REQUIRE(f.loyalty->Adjust(Fixture::Ctx("a1"), "acme", "gus", 9, "goodwill").ok());
+  check("adjust");
+  f.clock.Advance(6 * kMicrosPerDay);
+  REQUIRE(f.loyalty->RunDueWork().ok());
+  check("expiry by the due work");
+  f.clock.Advance(rs.advocate_pending_days * kMicrosPerDay);
+  REQUIRE(f.loyalty->RunDueWork().ok());
+  check("pending window ended by the due work");
+  CHECK(step == 9);
+}
+
 }  // namespace
 }  // namespace tally
