@@ -7,6 +7,8 @@
 #   c. tallyd, balance reads only        (--mix balance=100)
 #   d. tallyd, earns paced at half of b's rate: the latency at moderate load
 #   e. tallyd, the default mix           (earn=70,redeem=10,referral=5,balance=15)
+#   c0. tallyd restarted on the same data with --customer-cache 0: balance reads, each one read
+#      from RocksDB (c answers from the customer-view cache once a customer was read)
 #   a'. baseline_server again: the ratios are to the mean of a and a', so that a change in the
 #      machine's speed during the runs (it is shared) shows up instead of skewing them
 #   f. restart: fill a data dir with N earns (tally-bench-fill), time tallyd's start to /readyz
@@ -178,6 +180,13 @@ if [[ $http == 1 ]]; then
   bench "e. tallyd: default mix" --url "$server_url" --key "$TALLY_ADMIN_KEY"
   mixed=$result
   stop_server "$tallyd_pid"
+  start_server tallyd "$tmp/tallyd.log" "$bin/tallyd" --data "$tmp/data" --listen 127.0.0.1:0 \
+    --customer-cache 0
+  tallyd_pid=$server_pid
+  bench "c0. tallyd --customer-cache 0: balance reads" --url "$server_url" \
+    --key "$TALLY_ADMIN_KEY" --mix balance=100
+  uncached=$result
+  stop_server "$tallyd_pid"
 
   start_server baseline "$tmp/baseline.log" "$bin/baseline_server" --listen 127.0.0.1:0
   bench "a'. baseline_server again: GET /healthz" --url "$server_url" --path /healthz
@@ -198,6 +207,9 @@ if [[ $http == 1 ]]; then
   printf '   tallyd reads       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$reads" rps)" "$(field "$reads" p99)" \
     "$(ratio "$(field "$reads" rps)" "$base_rps")"
+  printf '   tallyd reads, no cache %6.0f req/s  p99 %s ms   ratio to baseline %s   (c0)\n' \
+    "$(field "$uncached" rps)" "$(field "$uncached" p99)" \
+    "$(ratio "$(field "$uncached" rps)" "$base_rps")"
   printf '   tallyd earns @%-6s%10.0f req/s  p50 %s ms  p99 %s ms  p99.9 %s ms\n' "$half" \
     "$(field "$paced" rps)" "$(field "$paced" p50)" "$(field "$paced" p99)" \
     "$(field "$paced" p999)"
