@@ -170,6 +170,12 @@ bool CustomerOfKey(Cf cf, std::string_view key, std::string_view* program,
   }
 }
 
+bool IsApiKeyObject(std::string_view key) {
+  if (key.empty()) return false;
+  auto kind = static_cast<ObjectKind>(static_cast<uint8_t>(key[0]));
+  return kind == ObjectKind::kApiKey || kind == ObjectKind::kApiKeyHash;
+}
+
 std::string PrefixEnd(std::string_view prefix) {
   std::string end(prefix);
   while (!end.empty()) {

@@ -89,6 +89,9 @@ std::string CustomerKey(std::string_view program, std::string_view customer);
 bool CustomerOfKey(Cf cf, std::string_view key, std::string_view* program,
                    std::string_view* customer);
 
+// True for a kObjects key of an API key record or of its hash index (Ledger::ApiKeysChangedAt).
+bool IsApiKeyObject(std::string_view key);
+
 // The smallest key greater than every key that starts with prefix ("" if none exists).
 std::string PrefixEnd(std::string_view prefix);
 

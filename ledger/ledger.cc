@@ -74,10 +74,11 @@ struct Ledger::Impl {
   LedgerStats stats;           // guarded by mu
   std::atomic<uint64_t> committed_size{0};
   std::atomic<bool> stopped{false};
-  // Ledger::CustomerChangedAt, per slot (CustomerSlot); raised by MarkCustomers.
-  std::unique_ptr<std::atomic<uint64_t>[]> customer_marks {
-    new std::atomic<uint64_t>[ kCustomerMarkSlots ]()
-  };
+  // Ledger::CustomerChangedAt, per slot (CustomerSlot), and Ledger::ApiKeysChangedAt; raised by
+  // MarkChanges. make_unique value-initializes: every mark starts at 0.
+  std::unique_ptr<std::atomic<uint64_t>[]> customer_marks =
+      std::make_unique<std::atomic<uint64_t>[]>(kCustomerMarkSlots);
+  std::atomic<uint64_t> api_keys_mark{0};
   std::thread writer;
 
   // The disk-full guard: whether the data directory's file system was below min_free_bytes at
@@ -144,9 +145,9 @@ struct Ledger::Impl {
   mutable uint64_t snapshot_size = 0;                // guarded by snapshot_mu
   // *holds (if not null): a tree size whose every commit group is in the snapshot.
   std::shared_ptr<const Snapshot> CurrentSnapshot(uint64_t* holds = nullptr) const;
-  // Before a group is written: raises the change mark of every customer it changes to `size`,
-  // the tree size after it.
-  void MarkCustomers(const OverlayState& changes, uint64_t size);
+  // Before a group is written: raises the change mark of every customer it changes, and the API
+  // keys' mark if it changes any key, to `size`, the tree size after it.
+  void MarkChanges(const OverlayState& changes, uint64_t size);
   // After a durable commit: the group goes into `recent`; a rotation in it (`rotated`: the
   // group holds a signing_key entry) drops the cache.
   void Committed(uint64_t first, const std::vector<std::string>& entries,
@@ -194,17 +195,23 @@ size_t CustomerSlot(std::string_view program, std::string_view customer) {
 
 }  // namespace
 
-void Ledger::Impl::MarkCustomers(const OverlayState& changes, uint64_t size) {
+void Ledger::Impl::MarkChanges(const OverlayState& changes, uint64_t size) {
+  auto raise = [size](std::atomic<uint64_t>& mark) {
+    uint64_t old = mark.load();
+    while (old < size && !mark.compare_exchange_weak(old, size)) {
+    }
+  };
   for (Cf cf : {Cf::kCustomers, Cf::kBalances, Cf::kLots}) {
     changes.ForEachChangedKey(cf, [&](std::string_view key) {
       std::string_view program, customer;
-      if (!CustomerOfKey(cf, key, &program, &customer)) return;
-      std::atomic<uint64_t>& mark = customer_marks[CustomerSlot(program, customer)];
-      uint64_t old = mark.load();
-      while (old < size && !mark.compare_exchange_weak(old, size)) {
+      if (CustomerOfKey(cf, key, &program, &customer)) {
+        raise(customer_marks[CustomerSlot(program, customer)]);
       }
     });
   }
+  changes.ForEachChangedKey(Cf::kObjects, [&](std::string_view key) {
+    if (IsApiKeyObject(key)) raise(api_keys_mark);
+  });
 }
 
 void Ledger::Impl::Committed(uint64_t first, const std::vector<std::string>& entries,
@@ -602,7 +609,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     RETURN_IF_ERROR(VerifyNote(g.checkpoint, v, nullptr));
     StoreBatch batch(*store);
     overlay.AddTo(&batch);
-    MarkCustomers(overlay, size);
+    MarkChanges(overlay, size);
     batch.Put(Cf::kCheckpoints, CheckpointKey(size), g.checkpoint);
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
@@ -677,7 +684,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   TALLY_CHECK(group_first + group_entries.size() == next_id);
   StoreBatch batch(*store);
   overlay.AddTo(&batch);  // the entries, their tree nodes and all derived state
-  MarkCustomers(overlay, next_id);
+  MarkChanges(overlay, next_id);
   // The tree only grows, from the frontier verified against the last signed checkpoint at open,
   // so this checkpoint is consistent with every one signed before it.
   CheckpointInfo cp = SignCheckpoint(next_id, frontier.Root());
@@ -781,6 +788,8 @@ std::unique_ptr<StateReader> Ledger::Read(uint64_t* holds) const {
 uint64_t Ledger::CustomerChangedAt(std::string_view program, std::string_view customer) const {
   return impl_->customer_marks[CustomerSlot(program, customer)].load();
 }
+
+uint64_t Ledger::ApiKeysChangedAt() const { return impl_->api_keys_mark.load(); }
 
 Result<std::string> Ledger::GetEntryBytes(uint64_t id) const {
   if (std::optional<std::string> held = impl_->recent.Entry(id)) return std::move(*held);

@@ -156,6 +156,9 @@ class Ledger {
   // acknowledged change. Customers share the slots of a fixed table: another customer's change
   // can make a view look changed (a needless re-read), never the reverse. Thread-safe.
   uint64_t CustomerChangedAt(std::string_view program, std::string_view customer) const;
+  // The same for API keys as a whole: the tree size after the last commit group that created,
+  // changed or revoked any API key (0 if none since open).
+  uint64_t ApiKeysChangedAt() const;
 
   Result<Entry> GetEntry(uint64_t id) const;
   Result<std::string> GetEntryBytes(uint64_t id) const;

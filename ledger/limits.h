@@ -36,6 +36,8 @@ inline constexpr size_t kRecentLogBytes = size_t{32} << 20;
 // --customer-cache).
 inline constexpr size_t kCustomerMarkSlots = size_t{1} << 18;
 inline constexpr size_t kCustomerCacheEntriesDefault = 65536;
+// Valid API keys Loyalty::Authenticate keeps, each until any key is created or revoked.
+inline constexpr size_t kApiKeyCacheEntries = 4096;
 // Disk-full guard (LedgerOptions::min_free_bytes): writes stop below this much free space.
 inline constexpr uint64_t kMinFreeBytesDefault = uint64_t{256} << 20;
 inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most this often

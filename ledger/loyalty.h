@@ -220,10 +220,12 @@ class Loyalty {
  private:
   struct Limiter;
   class CustomerCache;
+  class ApiKeyCache;
   Ledger* ledger_;
   LoyaltyOptions options_;
   std::unique_ptr<Limiter> limiter_;
   std::unique_ptr<CustomerCache> customers_;
+  std::unique_ptr<ApiKeyCache> api_keys_;  // valid keys by hash
 };
 
 // The JSON view's "points" of an entry: the sum of its positive postings.

@@ -17,52 +17,61 @@
 
 namespace tally {
 
-// Customer views by CustomerKey, each with the tree size its read held (Ledger::Read(holds)).
-// A view is served while the customer's change mark is at most that size, so a cached view never
-// misses a change acknowledged before the read. Sharded to keep the I/O threads apart; a full
-// shard drops an arbitrary view to make room.
-class Loyalty::CustomerCache {
+// What a read said about one thing (a customer's view, an API key), kept with the tree size its
+// read held (Ledger::Read(holds)) and served while that thing's change mark (Ledger::
+// CustomerChangedAt, Ledger::ApiKeysChangedAt) is at most that size: a kept answer never misses
+// a change acknowledged before the read, and an answer read from a snapshot older than the mark
+// is not kept. Sharded to keep the I/O threads apart; a full shard drops an arbitrary entry.
+template <typename V>
+class ReadCache {
  public:
-  explicit CustomerCache(size_t capacity)
+  explicit ReadCache(size_t capacity)
       : per_shard_(capacity == 0 ? 0 : std::max<size_t>(1, capacity / kShards)) {}
 
-  std::optional<CustomerView> Get(const std::string& key, uint64_t changed_at) const {
+  std::optional<V> Get(const std::string& key, uint64_t changed_at) const {
     if (per_shard_ == 0) return std::nullopt;
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.views.find(key);
-    if (it == s.views.end() || it->second.holds < changed_at) return std::nullopt;
-    return it->second.view;
+    auto it = s.entries.find(key);
+    if (it == s.entries.end() || it->second.holds < changed_at) return std::nullopt;
+    return it->second.value;
   }
 
-  void Put(const std::string& key, uint64_t holds, uint64_t changed_at, const CustomerView& v) {
+  void Put(const std::string& key, uint64_t holds, uint64_t changed_at, const V& v) {
     if (per_shard_ == 0 || holds < changed_at) return;  // changed since the read: do not keep
     Shard& s = shard(key);
     std::lock_guard<std::mutex> lock(s.mu);
-    auto it = s.views.find(key);
-    if (it != s.views.end()) {
+    auto it = s.entries.find(key);
+    if (it != s.entries.end()) {
       if (it->second.holds <= holds) it->second = Cached{holds, v};
       return;
     }
-    if (s.views.size() >= per_shard_) s.views.erase(s.views.begin());
-    s.views.emplace(key, Cached{holds, v});
+    if (s.entries.size() >= per_shard_) s.entries.erase(s.entries.begin());
+    s.entries.emplace(key, Cached{holds, v});
   }
 
  private:
   static constexpr size_t kShards = 16;
   struct Cached {
     uint64_t holds;
-    CustomerView view;
+    V value;
   };
   struct Shard {
     std::mutex mu;
-    std::unordered_map<std::string, Cached> views;  // guarded by mu
+    std::unordered_map<std::string, Cached> entries;  // guarded by mu
   };
   Shard& shard(const std::string& key) const {
     return shards_[std::hash<std::string>{}(key) % kShards];
   }
   const size_t per_shard_;
   mutable std::array<Shard, kShards> shards_;
+};
+
+class Loyalty::CustomerCache : public ReadCache<CustomerView> {
+  using ReadCache::ReadCache;
+};
+class Loyalty::ApiKeyCache : public ReadCache<ApiKeyRecord> {
+  using ReadCache::ReadCache;
 };
 
 }  // namespace tally

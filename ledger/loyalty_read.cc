@@ -323,8 +323,13 @@ Result<HoldView> Loyalty::GetHold(const std::string& program, uint64_t entry_id)
 }
 
 Result<std::optional<ApiKeyRecord>> Loyalty::Authenticate(std::string_view key) const {
-  auto view = ledger_->Read();
   Hash h = Sha256(key);
+  const std::string cache_key(AsBytes(h));
+  if (std::optional<ApiKeyRecord> cached = api_keys_->Get(cache_key, ledger_->ApiKeysChangedAt())) {
+    return cached;
+  }
+  uint64_t holds = 0;
+  auto view = ledger_->Read(&holds);
   ASSIGN_OR_RETURN(std::optional<std::string> id,
                    view->Get(Cf::kObjects, ObjectKey(ObjectKind::kApiKeyHash, "", AsBytes(h))));
   if (!id) return std::optional<ApiKeyRecord>();
@@ -333,6 +338,7 @@ Result<std::optional<ApiKeyRecord>> Loyalty::Authenticate(std::string_view key) 
   if (!v) return Status::DataLoss("key index names a missing key");
   ASSIGN_OR_RETURN(ApiKeyRecord rec, DecodeApiKey(*v));
   if (rec.revoked || rec.key_hash != h) return std::optional<ApiKeyRecord>();
+  api_keys_->Put(cache_key, holds, ledger_->ApiKeysChangedAt(), rec);
   return std::optional<ApiKeyRecord>(std::move(rec));
 }
 

@@ -267,5 +267,37 @@ TEST_CASE("Cached customer views follow every kind of change, including other cu
   CHECK(step == 9);
 }
 
+TEST_CASE("A revoked API key stops working at once, however often it was used before",
+          "[loyalty][concurrency]") {
+  Fixture f;
+  for (int round = 0; round < 20; ++round) {
+    ApiKeyRequest r;
+    r.role = Role::kCheckout;
+    r.name = "till";
+    auto created = f.loyalty->CreateApiKey(Fixture::Ctx("key-" + std::to_string(round)), r);
+    REQUIRE(created.ok());
+    const std::string key = created->key;
+    auto first = f.loyalty->Authenticate(key);
+    REQUIRE(first.ok());
+    REQUIRE(first->has_value());
+    // Two readers keep the key cached from whatever snapshot they hold while it is revoked.
+    std::atomic<bool> done{false};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 2; ++t) {
+      readers.emplace_back([&] {
+        while (!done.load()) (void)f.loyalty->Authenticate(key);
+      });
+    }
+    REQUIRE(
+        f.loyalty->RevokeApiKey(Fixture::Ctx("revoke-" + std::to_string(round)), created->record.id)
+            .ok());
+    auto after = f.loyalty->Authenticate(key);
+    done.store(true);
+    for (std::thread& t : readers) t.join();
+    REQUIRE(after.ok());
+    CHECK_FALSE(after->has_value());
+  }
+}
+
 }  // namespace
 }  // namespace tally
