@@ -201,6 +201,8 @@ void Ledger::Impl::MarkChanges(const OverlayState& changes, uint64_t size) {
     while (old < size && !mark.compare_exchange_weak(old, size)) {
     }
   };
+  // Every posting to a customer also rewrites the customer's record today (ApplyCustomers); the
+  // balances and lots are marked as well so that the caches do not depend on that.
   for (Cf cf : {Cf::kCustomers, Cf::kBalances, Cf::kLots}) {
     changes.ForEachChangedKey(cf, [&](std::string_view key) {
       std::string_view program, customer;

@@ -21,7 +21,8 @@ namespace tally {
 // read held (Ledger::Read(holds)) and served while that thing's change mark (Ledger::
 // CustomerChangedAt, Ledger::ApiKeysChangedAt) is at most that size: a kept answer never misses
 // a change acknowledged before the read, and an answer read from a snapshot older than the mark
-// is not kept. Sharded to keep the I/O threads apart; a full shard drops an arbitrary entry.
+// is not kept. Sharded to keep the I/O threads apart; a full shard drops an entry of a bucket
+// picked by a step counter (not begin(), which libstdc++ keeps near the newest insert).
 template <typename V>
 class ReadCache {
  public:
@@ -46,7 +47,7 @@ class ReadCache {
       if (it->second.holds <= holds) it->second = Cached{holds, v};
       return;
     }
-    if (s.entries.size() >= per_shard_) s.entries.erase(s.entries.begin());
+    if (s.entries.size() >= per_shard_) Evict(s);
     s.entries.emplace(key, Cached{holds, v});
   }
 
@@ -59,9 +60,22 @@ class ReadCache {
   struct Shard {
     std::mutex mu;
     std::unordered_map<std::string, Cached> entries;  // guarded by mu
+    size_t victim = 0;                                // guarded by mu: where Evict looks next
   };
   Shard& shard(const std::string& key) const {
     return shards_[std::hash<std::string>{}(key) % kShards];
+  }
+  // REQUIRES: s.mu held, s.entries not empty.
+  static void Evict(Shard& s) {
+    const size_t buckets = s.entries.bucket_count();
+    s.victim = (s.victim + 0x9e3779b97f4a7c15u) % buckets;  // walks the buckets evenly
+    for (size_t i = 0; i < buckets; ++i) {
+      size_t b = (s.victim + i) % buckets;
+      if (s.entries.bucket_size(b) == 0) continue;
+      const std::string key = s.entries.begin(b)->first;
+      s.entries.erase(key);
+      return;
+    }
   }
   const size_t per_shard_;
   mutable std::array<Shard, kShards> shards_;

@@ -15,10 +15,13 @@
 
 #include "ledger/accounts.h"
 #include "ledger/clock.h"
+#include "ledger/coding.h"
 #include "ledger/hash.h"
 #include "ledger/keys.h"
 #include "ledger/ledger.h"
+#include "ledger/loyalty_internal.h"
 #include "ledger/records.h"
+#include "ledger/store.h"
 #include "tests/test_util.h"
 
 namespace tally {
@@ -297,6 +300,74 @@ TEST_CASE("A revoked API key stops working at once, however often it was used be
     REQUIRE(after.ok());
     CHECK_FALSE(after->has_value());
   }
+}
+
+// Writes one key straight into the store, behind the ledger (no entry, no change mark): what a
+// cached answer then says shows whether it came from memory.
+void WriteBehind(Ledger& ledger, Cf cf, const std::string& key, std::optional<std::string> value) {
+  StoreBatch batch(*ledger.store());
+  if (value) {
+    batch.Put(cf, key, *value);
+  } else {
+    batch.Delete(cf, key);
+  }
+  REQUIRE(ledger.store()->Write(batch).ok());
+}
+
+TEST_CASE("Customer views and API keys are answered from memory until they change", "[loyalty]") {
+  Fixture f;
+  EarnRequest earn;
+  earn.customer = "alice";
+  earn.points = 100;
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("e1"), "acme", earn).ok());
+  REQUIRE(f.loyalty->GetCustomer("acme", "alice")->available == 100);
+  ApiKeyRequest r;
+  r.name = "till";
+  auto created = f.loyalty->CreateApiKey(Fixture::Ctx("key"), r);
+  REQUIRE(created.ok());
+  REQUIRE(f.loyalty->Authenticate(created->key)->has_value());
+
+  // Behind the ledger: alice's balance changes and the key's hash index goes. A commit that
+  // touches neither (bob's earn) gives reads a new snapshot that shows both.
+  WriteBehind(*f.ledger, Cf::kBalances, CustomerAccount("acme", "alice", acct::kAvailable),
+              EncodeI64(999));
+  WriteBehind(*f.ledger, Cf::kObjects,
+              ObjectKey(ObjectKind::kApiKeyHash, "", AsBytes(created->record.key_hash)),
+              std::nullopt);
+  earn.customer = "bob";
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("e2"), "acme", earn).ok());
+  Loyalty fresh(f.ledger.get(), LoyaltyOptions{std::string(32, 's')});
+  CHECK(fresh.GetCustomer("acme", "alice")->available == 999);
+  CHECK_FALSE(fresh.Authenticate(created->key)->has_value());
+  // The cached answers are the ones read before.
+  CHECK(f.loyalty->GetCustomer("acme", "alice")->available == 100);
+  CHECK(f.loyalty->Authenticate(created->key)->has_value());
+
+  // A commit that changes alice, or any key, ends them.
+  earn.customer = "alice";
+  earn.points = 1;
+  REQUIRE(f.loyalty->Earn(Fixture::Ctx("e3"), "acme", earn).ok());
+  CHECK(f.loyalty->GetCustomer("acme", "alice")->available == 1000);
+  ApiKeyRequest other;
+  other.name = "other";
+  REQUIRE(f.loyalty->CreateApiKey(Fixture::Ctx("key2"), other).ok());
+  CHECK_FALSE(f.loyalty->Authenticate(created->key)->has_value());
+}
+
+TEST_CASE("A full read cache makes room by dropping old entries, not the newest ones",
+          "[loyalty]") {
+  ReadCache<int> cache(160);  // 10 entries in each of 16 shards
+  for (int i = 0; i < 1160; ++i) cache.Put("k" + std::to_string(i), 1, 0, i);
+  int first_kept = 0, last_kept = 0;
+  for (int i = 0; i < 160; ++i) first_kept += cache.Get("k" + std::to_string(i), 0).has_value();
+  for (int i = 1000; i < 1160; ++i) {
+    last_kept += cache.Get("k" + std::to_string(i), 0).has_value();
+  }
+  CHECK(first_kept < 40);  // the first 160 were pushed out by 1000 later ones
+  CHECK(last_kept > 60);   // of the newest 160, most are still there
+  CHECK(last_kept <= 160);
+  CHECK(cache.Get("k1159", 0) == std::optional<int>(1159));
+  CHECK_FALSE(cache.Get("k1159", 2).has_value());  // changed after the read that kept it
 }
 
 }  // namespace

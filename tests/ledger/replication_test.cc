@@ -143,6 +143,21 @@ TEST_CASE("A follower applying the log equals the primary", "[replication]") {
   CHECK(w.status().reason() == "not_primary");
 }
 
+TEST_CASE("A follower raises the change marks of the customers each applied group changes",
+          "[replication]") {
+  testing::TempDir a, b;
+  MemoryGroupLog log;
+  auto primary = Open(a.path(), &log, false);
+  CopyKey(a.path(), b.path());
+  auto follower = Open(b.path(), &log, true);
+  REQUIRE(primary->Append(testing::Transfer("acme", "alice", 5, "k1")).ok());
+  REQUIRE(primary->Append(testing::Transfer("acme", "bob", 5, "k2")).ok());
+  Follow(*follower, log);
+  CHECK(follower->CustomerChangedAt("acme", "alice") == 1);
+  CHECK(follower->CustomerChangedAt("acme", "bob") == 2);
+  CHECK(follower->CustomerChangedAt("acme", "carol") == 0);
+}
+
 TEST_CASE("A primary writes nothing the log did not take, and resumes when it returns",
           "[replication]") {
   testing::TempDir a;
