@@ -262,7 +262,12 @@ class Node {
     INFO("tallyd log:\n" << log());
     REQUIRE(tallyd_->started());
   }
-  int Stop() { return tallyd_->Stop(); }
+  // A graceful stop's exit status; anything but 0 comes with tallyd's log.
+  int Stop() {
+    int code = tallyd_->Stop();
+    if (code != 0) UNSCOPED_INFO("tallyd exited with " << code << "; its log:\n" << log());
+    return code;
+  }
   int Kill() { return tallyd_->Kill(); }
   uint16_t port() const { return tallyd_->port(); }
 
