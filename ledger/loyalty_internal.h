@@ -20,9 +20,10 @@ namespace tally {
 // What a read said about one thing (a customer's view, an API key), kept with the tree size its
 // read held (Ledger::Read(holds)) and served while that thing's change mark (Ledger::
 // CustomerChangedAt, Ledger::ApiKeysChangedAt) is at most that size: a kept answer never misses
-// a change acknowledged before the read, and an answer read from a snapshot older than the mark
-// is not kept. Sharded to keep the I/O threads apart; a full shard drops an entry of a bucket
-// picked by a step counter (not begin(), which libstdc++ keeps near the newest insert).
+// a change acknowledged before the read, and an answer read from a snapshot older than a change
+// is never served after it (Put also skips it when the mark has already passed). Sharded to keep
+// the I/O threads apart; a full shard drops an entry of a bucket picked by a step counter (not
+// begin(), which libstdc++ keeps near the newest insert).
 template <typename V>
 class ReadCache {
  public:
