@@ -779,10 +779,6 @@ Result<AppendResult> Ledger::Append(AppendRequest request) {
   return future.get();
 }
 
-std::unique_ptr<StateReader> Ledger::Read() const {
-  return std::make_unique<StoreReader>(impl_->store.get(), impl_->CurrentSnapshot());
-}
-
 std::unique_ptr<StateReader> Ledger::Read(uint64_t* holds) const {
   return std::make_unique<StoreReader>(impl_->store.get(), impl_->CurrentSnapshot(holds));
 }

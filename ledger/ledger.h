@@ -145,11 +145,9 @@ class Ledger {
   // Thread-safe.
   Result<AppendResult> Append(AppendRequest request);
 
-  // A consistent read view of the current state. Thread-safe.
-  std::unique_ptr<StateReader> Read() const;
-  // For caches of what the state says about one customer (Loyalty's customer views): a read
-  // view, and in *holds a tree size whose every commit group is in the view.
-  std::unique_ptr<StateReader> Read(uint64_t* holds) const;
+  // A consistent read view of the current state; with `holds`, also a tree size whose every
+  // commit group is in the view (for caches: see CustomerChangedAt). Thread-safe.
+  std::unique_ptr<StateReader> Read(uint64_t* holds = nullptr) const;
   // The tree size after the last commit group that changed the customer's record, balances or
   // lots (keys.h CustomerOfKey), 0 if none since open. A view read holding size S is current
   // while this is at most S. It is raised before the group is written, so it covers every

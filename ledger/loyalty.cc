@@ -257,8 +257,8 @@ Loyalty::Loyalty(Ledger* ledger, LoyaltyOptions options)
     : ledger_(ledger),
       options_(std::move(options)),
       limiter_(std::make_unique<Limiter>()),
-      customers_(std::make_unique<CustomerCache>(options_.customer_cache_entries)),
-      api_keys_(std::make_unique<ApiKeyCache>(kApiKeyCacheEntries)) {}
+      customers_(std::make_unique<ReadCache<CustomerView>>(options_.customer_cache_entries)),
+      api_keys_(std::make_unique<ReadCache<ApiKeyRecord>>(kApiKeyCacheEntries)) {}
 Loyalty::~Loyalty() = default;
 
 int64_t EntryPoints(const Entry& e) {

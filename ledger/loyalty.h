@@ -18,6 +18,9 @@
 
 namespace tally {
 
+template <typename V>
+class ReadCache;  // loyalty_internal.h
+
 // Who writes, and how the write is recognised when retried.
 struct WriteContext {
   std::string actor;            // API key id ("" for the system)
@@ -219,13 +222,11 @@ class Loyalty {
 
  private:
   struct Limiter;
-  class CustomerCache;
-  class ApiKeyCache;
   Ledger* ledger_;
   LoyaltyOptions options_;
   std::unique_ptr<Limiter> limiter_;
-  std::unique_ptr<CustomerCache> customers_;
-  std::unique_ptr<ApiKeyCache> api_keys_;  // valid keys by hash
+  std::unique_ptr<ReadCache<CustomerView>> customers_;
+  std::unique_ptr<ReadCache<ApiKeyRecord>> api_keys_;  // valid keys by hash
 };
 
 // The JSON view's "points" of an entry: the sum of its positive postings.

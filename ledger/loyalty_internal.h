@@ -82,13 +82,6 @@ class ReadCache {
   mutable std::array<Shard, kShards> shards_;
 };
 
-class Loyalty::CustomerCache : public ReadCache<CustomerView> {
-  using ReadCache::ReadCache;
-};
-class Loyalty::ApiKeyCache : public ReadCache<ApiKeyRecord> {
-  using ReadCache::ReadCache;
-};
-
 }  // namespace tally
 
 namespace tally::internal {

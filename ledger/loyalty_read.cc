@@ -331,7 +331,7 @@ Result<std::optional<ApiKeyRecord>> Loyalty::Authenticate(std::string_view key) 
   uint64_t holds = 0;
   auto view = ledger_->Read(&holds);
   ASSIGN_OR_RETURN(std::optional<std::string> id,
-                   view->Get(Cf::kObjects, ObjectKey(ObjectKind::kApiKeyHash, "", AsBytes(h))));
+                   view->Get(Cf::kObjects, ObjectKey(ObjectKind::kApiKeyHash, "", cache_key)));
   if (!id) return std::optional<ApiKeyRecord>();
   ASSIGN_OR_RETURN(std::optional<std::string> v,
                    view->Get(Cf::kObjects, ObjectKey(ObjectKind::kApiKey, "", *id)));
