@@ -117,6 +117,25 @@ start_server() {
 
 stop_server() { stop "$1"; }
 
+# settle PID: waits until PID has used less than 5% of a core for a whole second (at most
+# $settle_timeout seconds), so that the flushes and compactions a write run leaves behind in
+# tallyd's RocksDB do not land in the next run's measurement. Prints how long it waited.
+settle_timeout=120
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }  # user + system
+settle() {
+  local pid=$1 start before after waited=0 tck
+  tck=$(getconf CLK_TCK)
+  start=$(date +%s)
+  while true; do
+    before=$(cpu_ticks "$pid")
+    sleep 1
+    after=$(cpu_ticks "$pid")
+    waited=$(($(date +%s) - start))
+    if [[ $((after - before)) -lt $((tck / 20)) || $waited -ge $settle_timeout ]]; then break; fi
+  done
+  echo "   (tallyd idle after ${waited}s: $((after - before)) of $tck ticks in the last second)"
+}
+
 # run CMD...: runs CMD in the background and waits for it, so that a signal to this script is
 # handled at once (the EXIT trap then stops CMD). Returns CMD's exit status.
 run() {
@@ -167,22 +186,27 @@ if [[ $http == 1 ]]; then
   export TALLY_ADMIN_KEY
   start_server tallyd "$tmp/tallyd.log" "$bin/tallyd" --data "$tmp/data" --listen 127.0.0.1:0
   tallyd_pid=$server_pid
+  settle "$tallyd_pid"
   bench "b. tallyd: durable earns" --url "$server_url" --key "$TALLY_ADMIN_KEY" --setup \
     --mix earn=100
   earns=$result
+  settle "$tallyd_pid"
   bench "c. tallyd: balance reads" --url "$server_url" --key "$TALLY_ADMIN_KEY" --mix balance=100
   reads=$result
   half=$(awk -v r="$(field "$earns" rps)" 'BEGIN { printf "%d", r / 2 }')
   [[ $half -ge 1 ]] || half=1
+  settle "$tallyd_pid"
   bench "d. tallyd: earns paced at half of b ($half req/s)" --url "$server_url" \
     --key "$TALLY_ADMIN_KEY" --mix earn=100 --rate "$half"
   paced=$result
+  settle "$tallyd_pid"
   bench "e. tallyd: default mix" --url "$server_url" --key "$TALLY_ADMIN_KEY"
   mixed=$result
   stop_server "$tallyd_pid"
   start_server tallyd "$tmp/tallyd.log" "$bin/tallyd" --data "$tmp/data" --listen 127.0.0.1:0 \
     --customer-cache 0
   tallyd_pid=$server_pid
+  settle "$tallyd_pid"
   bench "c0. tallyd --customer-cache 0: balance reads" --url "$server_url" \
     --key "$TALLY_ADMIN_KEY" --mix balance=100
   uncached=$result
