@@ -42,7 +42,14 @@ fi
 bin=$(cd "$build_dir" && pwd)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tally-bench-repl.XXXXXX")
-pids=()
+pids=()  # background processes not yet waited for
+# forget PID: drops PID from $pids once it has been waited for, so that cleanup never signals a
+# process that reused its number.
+forget() {
+  local pid keep=()
+  for pid in "${pids[@]}"; do [[ $pid == "$1" ]] || keep+=("$pid"); done
+  pids=("${keep[@]}")
+}
 cleanup() {
   local pid
   for pid in "${pids[@]}"; do
@@ -89,6 +96,7 @@ stop_server() {
   for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  forget "$pid"
 }
 
 field() { grep -o "\"$2\":[0-9.]*" <<<"$1" | head -1 | cut -d: -f2; }
