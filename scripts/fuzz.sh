@@ -21,9 +21,8 @@ if ((${#targets[@]} == 0)); then
 fi
 
 dir=build-fuzz
-CXX=clang++-14 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTALLY_FUZZ=ON \
-  -DTALLY_TESTS=OFF -DTALLY_WERROR=ON >/dev/null
-cmake --build "$dir" -j "${TALLY_JOBS:-2}" --target "${targets[@]}"
+CXX=clang++-14 TALLY_TARGETS="${targets[*]}" scripts/build.sh "$dir" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTALLY_FUZZ=ON -DTALLY_TESTS=OFF -DTALLY_WERROR=ON
 
 mkdir -p "$dir/artifacts" "$dir/logs"
 new=$(mktemp -d)
