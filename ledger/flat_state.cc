@@ -136,19 +136,24 @@ struct FlatState::Table {
     }
   }
 
-  void Grow() {
-    Pages old_pages = std::move(index_pages);
-    const Cell* old = index;
-    const size_t old_capacity = capacity;
-    Resize(capacity * 2);
-    const size_t mask = capacity - 1;
-    for (size_t j = 0; j < old_capacity; ++j) {
-      const Cell& c = old[j];
+  void Grow() { Rehash(capacity * 2); }
+
+  // Moves the index to one of `cells` cells (a power of two, more than twice the records). If
+  // the memory cannot be had (std::bad_alloc), the index is left as it was.
+  void Rehash(size_t cells) {
+    Pages fresh_pages(cells * sizeof(Cell));
+    Cell* fresh = new (fresh_pages.data()) Cell[cells];
+    const size_t mask = cells - 1;
+    for (size_t j = 0; j < capacity; ++j) {
+      const Cell& c = index[j];
       if (c.record == nullptr) continue;
       size_t i = c.hash & mask;
-      while (index[i].record != nullptr) i = (i + 1) & mask;
-      index[i] = c;
+      while (fresh[i].record != nullptr) i = (i + 1) & mask;
+      fresh[i] = c;
     }
+    index_pages = std::move(fresh_pages);
+    index = fresh;
+    capacity = cells;
   }
 
   void SetValue(Record* r, std::string_view value) {
@@ -258,6 +263,23 @@ void FlatState::Put(Cf cf, std::string_view key, std::string_view value) {
 
 void FlatState::Delete(Cf cf, std::string_view key) {
   tables_[static_cast<size_t>(cf)].Delete(key);
+}
+
+void FlatState::Reserve(Cf cf, uint64_t keys) {
+  if (keys > (uint64_t{1} << 31)) return;  // beyond what a table holds (UINT32_MAX slots)
+  Table& t = tables_[static_cast<size_t>(cf)];
+  size_t need = t.capacity;
+  while (need < keys * 2 + 2) need *= 2;
+  try {
+    if (need > t.capacity) t.Rehash(need);
+    if (t.indexed) {
+      t.order.reserve(keys);
+    } else {
+      t.pending.reserve(keys);
+    }
+  } catch (const std::bad_alloc&) {
+    // A hint only: the table keeps what it had and grows as before.
+  }
 }
 
 size_t FlatState::slots(Cf cf) const {

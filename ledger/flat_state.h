@@ -37,6 +37,11 @@ class FlatState final : public StateWriter {
   void Put(Cf cf, std::string_view key, std::string_view value) override;
   void Delete(Cf cf, std::string_view key) override;
 
+  // A hint: makes room for `keys` distinct keys in `cf` at once, so that the table does not
+  // regrow (rehashing, and touching fresh memory at every doubling) as they come. Memory the
+  // hint asks for and cannot get is not an error: the table then grows as it would have.
+  void Reserve(Cf cf, uint64_t keys);
+
   // Direct access for comparisons. Every key ever Put in `cf` has a slot number below
   // slots(cf); a deleted key keeps its slot, marked absent.
   struct Item {

@@ -343,4 +343,10 @@ Result<uint64_t> Store::LiveBytes() const {
   return total;
 }
 
+uint64_t Store::EstimateKeys(Cf cf) const {
+  uint64_t v = 0;
+  if (!rep_->db->GetIntProperty(rep_->cf(cf), "rocksdb.estimate-num-keys", &v)) return 0;
+  return v;
+}
+
 }  // namespace tally

@@ -88,6 +88,10 @@ class Store {
   // Bytes of live SST and WAL files (for the disk-usage report).
   Result<uint64_t> LiveBytes() const;
 
+  // RocksDB's estimate of the number of keys in `cf` (rocksdb.estimate-num-keys), 0 if it has
+  // none. For sizing memory only: it can be off either way.
+  uint64_t EstimateKeys(Cf cf) const;
+
  private:
   friend class StoreBatch;
   struct Rep;

@@ -452,6 +452,12 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     log_compare_status = queue->Drain(store, snap, &found);
   });
   auto start = SteadyClock::now();
+  // Room in the replay's tables for as many keys as the store holds, so that they do not regrow
+  // (rehashing, and touching fresh memory at every doubling) as the replay fills them.
+  for (int i = 0; i < kCfCount; ++i) {
+    auto cf = static_cast<Cf>(i);
+    if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
+  }
   Replayer replayer(&rebuilt, &r->discrepancies);
   while (std::optional<EntryChannel::Batch> batch = channel.Pop()) {
     for (const EntryChannel::Item& item : *batch) replayer.Apply(item.key, item.entry);
