@@ -59,9 +59,11 @@ struct Record {
   std::string_view key_view() const { return std::string_view(key(), key_len); }
 };
 
+// Trivial, so that an index of them over fresh mmap pages needs no writes: the pages read as
+// zero, an empty cell (hash 0, null record), and each is touched only when a key lands in it.
 struct Cell {
-  uint64_t hash = 0;
-  Record* record = nullptr;  // null: empty
+  uint64_t hash;
+  Record* record;  // null: empty
 };
 
 constexpr size_t kBlockBytesFirst = size_t{64} << 10;
@@ -93,7 +95,7 @@ struct FlatState::Table {
   // Replaces the index with an empty one of `cells` cells.
   void Resize(size_t cells) {
     index_pages = Pages(cells * sizeof(Cell));
-    index = new (index_pages.data()) Cell[cells];
+    index = new (index_pages.data()) Cell[cells];  // default-initialised: no writes, all zero
     capacity = cells;
   }
 
@@ -142,7 +144,7 @@ struct FlatState::Table {
   // the memory cannot be had (std::bad_alloc), the index is left as it was.
   void Rehash(size_t cells) {
     Pages fresh_pages(cells * sizeof(Cell));
-    Cell* fresh = new (fresh_pages.data()) Cell[cells];
+    Cell* fresh = new (fresh_pages.data()) Cell[cells];  // all zero: empty
     const size_t mask = cells - 1;
     for (size_t j = 0; j < capacity; ++j) {
       const Cell& c = index[j];
@@ -266,17 +268,18 @@ void FlatState::Delete(Cf cf, std::string_view key) {
 }
 
 void FlatState::Reserve(Cf cf, uint64_t keys) {
-  if (keys > (uint64_t{1} << 31)) return;  // beyond what a table holds (UINT32_MAX slots)
+  // No table comes near 2^31 keys (it holds fewer than UINT32_MAX); a larger hint is nonsense
+  // and ignored, which also keeps the sizes below far from overflow.
+  if (keys > (uint64_t{1} << 31)) return;
   Table& t = tables_[static_cast<size_t>(cf)];
   size_t need = t.capacity;
   while (need < keys * 2 + 2) need *= 2;
   try {
     if (need > t.capacity) t.Rehash(need);
-    if (t.indexed) {
-      t.order.reserve(keys);
-    } else {
-      t.pending.reserve(keys);
-    }
+    // Both: Puts before the first read go to `pending`, and indexing them (or a Put after it)
+    // appends to `order`. Reserved capacity that is never written is mostly address space.
+    t.order.reserve(keys);
+    if (!t.indexed) t.pending.reserve(keys);
   } catch (const std::bad_alloc&) {
     // A hint only: the table keeps what it had and grows as before.
   }
