@@ -119,21 +119,35 @@ stop_server() { stop "$1"; }
 
 # settle PID: waits until PID has used less than 5% of a core for a whole second (at most
 # $settle_timeout seconds), so that the flushes and compactions a write run leaves behind in
-# tallyd's RocksDB do not land in the next run's measurement. Prints how long it waited.
+# tallyd's RocksDB do not land in the next run's measurement. Prints how long it waited. It sees
+# CPU time only (user + system of all of PID's threads), not I/O still in flight.
 settle_timeout=120
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }  # user + system
+# CPU ticks PID has used: fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the
+# command name (which may hold spaces).
+cpu_ticks() {
+  local stat
+  stat=$(<"/proc/$1/stat") || return 1
+  stat=${stat##*) }
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
 settle() {
-  local pid=$1 start before after waited=0 tck
+  local pid=$1 start before after waited tck
   tck=$(getconf CLK_TCK)
   start=$(date +%s)
   while true; do
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ticks "$pid") || { echo "bench.sh: process $pid is gone" >&2; exit 1; }
     sleep 1
-    after=$(cpu_ticks "$pid")
+    after=$(cpu_ticks "$pid") || { echo "bench.sh: process $pid is gone" >&2; exit 1; }
     waited=$(($(date +%s) - start))
-    if [[ $((after - before)) -lt $((tck / 20)) || $waited -ge $settle_timeout ]]; then break; fi
+    if [[ $((after - before)) -lt $((tck / 20)) ]]; then
+      echo "   (tallyd idle after ${waited}s: $((after - before)) of $tck ticks in the last second)"
+      return
+    fi
+    if [[ $waited -ge $settle_timeout ]]; then
+      echo "   (tallyd still busy after ${waited}s: $((after - before)) of $tck ticks; measuring)"
+      return
+    fi
   done
-  echo "   (tallyd idle after ${waited}s: $((after - before)) of $tck ticks in the last second)"
 }
 
 # run CMD...: runs CMD in the background and waits for it, so that a signal to this script is
