@@ -7,6 +7,7 @@
 
 #include "ledger/status.h"
 #include "ledger/store.h"
+#include "tools/audit.h"
 
 namespace tally::audit_internal {
 
@@ -31,6 +32,12 @@ class SecondaryStore {
   std::string temp_dir_;
   std::unique_ptr<Store> store_;
 };
+
+// Verify as if the replay were always behind the log: every checkpoint signature is checked
+// ahead (under the given key as the first key) before the key chain is walked, which verify
+// otherwise does only while the log thread waits for the replay. For tests: the findings must
+// be the same.
+VerifyResult VerifyWithAllSignaturesAhead(const VerifyOptions& options);
 
 // Creates a fresh private temporary directory "tally-audit-XXXXXX"; returns its path.
 Result<std::string> MakeTempDir();

@@ -2,10 +2,12 @@
 
 #include <stdio.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -24,6 +26,7 @@
 #include "ledger/signer.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
+#include "tools/audit_internal.h"
 
 namespace tally {
 namespace {
@@ -360,6 +363,75 @@ TEST_CASE("Verify does not take the current key as the first one", "[audit]") {
   INFO(Lines(r));
   CHECK(r.exit_code == kExitDiscrepancy);
   CHECK(Names(r, Cf::kCheckpoints));
+}
+
+// What verify found, in a form two runs can be compared by.
+std::vector<std::string> Findings(const VerifyResult& r) {
+  std::vector<std::string> out;
+  for (const Discrepancy& d : r.discrepancies) {
+    out.push_back(d.what + " | " + d.cf + " | " + d.key + " | " + d.expected + " | " + d.found);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_CASE("Signatures checked ahead of the key chain give the same findings", "[audit]") {
+  // verify checks signatures under the given key while its log thread waits for the replay, and
+  // the key chain takes those results only where that key is the key in force. Here every
+  // signature is checked ahead; the findings must be those of a plain run, for each key given
+  // and with the rotation the shared ledger holds.
+  TempDir t;
+  std::string data = CopyOf(t);
+  std::string resigned = t / "resigned";
+  fs::copy(data, resigned, fs::copy_options::recursive);
+  {
+    auto store = OpenWritable(resigned);
+    std::vector<std::string> keys = Keys(*store, Cf::kCheckpoints);
+    std::string key = keys[keys.size() / 3];
+    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
+    Signer other = Ok(Signer::Generate(note.second.front().name));
+    Put(*store, Cf::kCheckpoints, key, SignNote(note.first, other));
+  }
+  // The newest checkpoint (after the rotation) signed again by the latest key under a name other
+  // than the one its rotation record gives.
+  std::string renamed = t / "renamed";
+  fs::copy(data, renamed, fs::copy_options::recursive);
+  {
+    std::ifstream in(data + "/signing.key");
+    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Signer impostor = Ok(Signer::FromPem(pem, "impostor"));
+    auto store = OpenWritable(renamed);
+    std::string key = Keys(*store, Cf::kCheckpoints).back();
+    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
+    REQUIRE(note.second.front().name != "impostor");
+    Put(*store, Cf::kCheckpoints, key, SignNote(note.first, impostor));
+  }
+  std::string other_pem = t / "other.pub";
+  std::ofstream(other_pem) << PublicKeyToPem(Ok(Signer::Generate("other")).public_key());
+  struct Case {
+    const char* name;
+    VerifyOptions options;
+    int exit_code;
+  };
+  const Case cases[] = {
+      {"the first key", {data, TheLedger().first_pub}, kExitClean},
+      {"DIR/signing.pub, the latest key", {data, ""}, kExitClean},
+      {"the latest key given as the first", {data, data + "/signing.pub"}, kExitDiscrepancy},
+      {"another key", {data, other_pem}, kExitDiscrepancy},
+      {"the latest key under another name", {renamed, ""}, kExitDiscrepancy},
+      {"a checkpoint signed again by another key",
+       {resigned, TheLedger().first_pub},
+       kExitDiscrepancy},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    VerifyResult plain = Verify(c.options);
+    VerifyResult ahead = audit_internal::VerifyWithAllSignaturesAhead(c.options);
+    INFO("plain:\n" << Lines(plain) << "ahead:\n" << Lines(ahead));
+    CHECK(plain.exit_code == c.exit_code);
+    CHECK(ahead.exit_code == c.exit_code);
+    CHECK(Findings(ahead) == Findings(plain));
+  }
 }
 
 TEST_CASE("Verify reads the directory of a running ledger and a backup of it", "[audit]") {
