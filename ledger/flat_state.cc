@@ -59,8 +59,9 @@ struct Record {
   std::string_view key_view() const { return std::string_view(key(), key_len); }
 };
 
-// Trivial, so that an index of them over fresh mmap pages needs no writes: the pages read as
-// zero, an empty cell (hash 0, null record), and each is touched only when a key lands in it.
+// An index is an array of these over fresh mmap pages, taken as it is: the pages read as zero,
+// which is an empty cell (hash 0, null record), and a page is touched only when a key lands in
+// it. Nothing is constructed there (a constructor would write every cell).
 struct Cell {
   uint64_t hash;
   Record* record;  // null: empty
@@ -95,7 +96,7 @@ struct FlatState::Table {
   // Replaces the index with an empty one of `cells` cells.
   void Resize(size_t cells) {
     index_pages = Pages(cells * sizeof(Cell));
-    index = new (index_pages.data()) Cell[cells];  // default-initialised: no writes, all zero
+    index = reinterpret_cast<Cell*>(index_pages.data());  // zeroed pages: empty
     capacity = cells;
   }
 
@@ -144,7 +145,7 @@ struct FlatState::Table {
   // the memory cannot be had (std::bad_alloc), the index is left as it was.
   void Rehash(size_t cells) {
     Pages fresh_pages(cells * sizeof(Cell));
-    Cell* fresh = new (fresh_pages.data()) Cell[cells];  // all zero: empty
+    Cell* fresh = reinterpret_cast<Cell*>(fresh_pages.data());  // zeroed pages: empty
     const size_t mask = cells - 1;
     for (size_t j = 0; j < capacity; ++j) {
       const Cell& c = index[j];
@@ -198,7 +199,7 @@ struct FlatState::Table {
     if (need > capacity) Resize(need);
     order.reserve(pending.size());
     for (Record* r : pending) Insert(r);
-    pending = {};
+    std::vector<Record*>().swap(pending);  // frees it (assigning {} would keep the capacity)
     indexed = true;
   }
 
