@@ -7,14 +7,14 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <deque>
 #include <latch>
-#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
@@ -27,6 +27,7 @@
 #include "ledger/signer.h"
 #include "tools/audit.h"
 #include "tools/audit_internal.h"
+#include "tools/bounded_queue.h"
 
 namespace tally {
 namespace {
@@ -60,52 +61,14 @@ struct Rotation {
 
 // Decoded entries, handed from the thread that reads the log to the thread that replays it, a
 // batch at a time; at most kBatches wait, so the log is never held in memory whole.
-class EntryChannel {
- public:
-  struct Item {
-    std::string key;
-    Result<Entry> entry;
-  };
-  using Batch = std::vector<Item>;
-  static constexpr size_t kBatchEntries = 128;
-  static constexpr size_t kBatches = 64;
-
-  // While the queue is full, calls idle() (outside the lock) for other work, and waits once
-  // idle() returns false (nothing left to do).
-  template <typename Idle>
-  void Push(Batch batch, Idle&& idle) {
-    std::unique_lock lock(mu_);
-    while (queue_.size() >= kBatches) {
-      lock.unlock();
-      const bool worked = idle();
-      lock.lock();
-      if (!worked) space_.wait(lock, [&] { return queue_.size() < kBatches; });
-    }
-    queue_.push_back(std::move(batch));
-    ready_.notify_one();
-  }
-  // The next batch, or nullopt once closed and empty.
-  std::optional<Batch> Pop() {
-    std::unique_lock lock(mu_);
-    ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
-    if (queue_.empty()) return std::nullopt;
-    Batch b = std::move(queue_.front());
-    queue_.pop_front();
-    space_.notify_one();
-    return b;
-  }
-  void Close() {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-    ready_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable ready_, space_;
-  std::deque<Batch> queue_;
-  bool closed_ = false;
+struct EntryItem {
+  std::string key;
+  Result<Entry> entry;
 };
+using EntryBatch = std::vector<EntryItem>;
+using EntryChannel = BoundedQueue<EntryBatch>;
+constexpr size_t kBatchEntries = 128;
+constexpr size_t kBatches = 64;
 
 // The second thread's work and findings.
 struct LogPass {
@@ -206,7 +169,7 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   size_t next = 0;
   for (; next < cps.size() && cps[next].size == 0; ++next) cps[next].log_root = EmptyTreeRoot();
   std::vector<NodeWrite> writes;
-  EntryChannel::Batch batch;
+  EntryBatch batch;
   Status st =
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
         uint64_t leaf = pass->frontier.size();
@@ -219,7 +182,7 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
         Result<Entry> e = DecodeEntry(v);
         if (e.ok()) NoteRotation(*e, leaf, pass);
         batch.push_back({std::string(k), std::move(e)});
-        if (batch.size() == EntryChannel::kBatchEntries) {
+        if (batch.size() == kBatchEntries) {
           pass->channel->Push(std::move(batch), [pass] { return CheckSignatureAhead(pass); });
           batch = {};
         }
@@ -469,7 +432,7 @@ class CompareQueue {
 // derived column families with the replayed state.
 Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
                bool all_signatures_ahead, VerifyResult* r) {
-  EntryChannel channel;
+  EntryChannel channel(kBatches);
   LogPass pass;
   pass.all_signatures_ahead = all_signatures_ahead;
   pass.channel = &channel;
@@ -498,8 +461,8 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
   }
   Replayer replayer(&rebuilt, &r->discrepancies);
-  while (std::optional<EntryChannel::Batch> batch = channel.Pop()) {
-    for (const EntryChannel::Item& item : *batch) replayer.Apply(item.key, item.entry);
+  while (std::optional<EntryBatch> batch = channel.Pop()) {
+    for (const EntryItem& item : *batch) replayer.Apply(item.key, item.entry);
   }
   r->rebuild_seconds = SecondsSince(start);
   start = SteadyClock::now();

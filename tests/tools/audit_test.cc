@@ -10,6 +10,7 @@
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -27,6 +28,7 @@
 #include "ledger/store.h"
 #include "tests/test_util.h"
 #include "tools/audit_internal.h"
+#include "tools/bounded_queue.h"
 
 namespace tally {
 namespace {
@@ -363,6 +365,30 @@ TEST_CASE("Verify does not take the current key as the first one", "[audit]") {
   INFO(Lines(r));
   CHECK(r.exit_code == kExitDiscrepancy);
   CHECK(Names(r, Cf::kCheckpoints));
+}
+
+TEST_CASE("A full hand-over queue runs the producer's other work, then waits for room", "[audit]") {
+  BoundedQueue<int> q(1);
+  int idle_calls = 0;
+  q.Push(1, [&] { return ++idle_calls, true; });  // room: no other work
+  CHECK(idle_calls == 0);
+  std::atomic<bool> go{false};
+  std::vector<int> got;
+  std::thread consumer([&] {
+    while (!go.load()) std::this_thread::yield();
+    while (std::optional<int> item = q.Pop()) got.push_back(*item);
+  });
+  // Full: the other work runs until it says there is none (the third call, which also lets the
+  // consumer start), then the producer waits for the consumer to make room.
+  q.Push(2, [&] {
+    if (++idle_calls < 3) return true;
+    go = true;
+    return false;
+  });
+  q.Close();
+  consumer.join();
+  CHECK(idle_calls == 3);
+  CHECK(got == std::vector<int>{1, 2});
 }
 
 // What verify found, in a form two runs can be compared by.

@@ -1,0 +1,65 @@
+// A bounded queue between one producer thread and one consumer thread, which does other work for
+// the producer while it is full: verify's log thread hands decoded entries to its replay thread
+// through one, and checks checkpoint signatures while the replay is behind.
+#ifndef TALLY_TOOLS_BOUNDED_QUEUE_H_
+#define TALLY_TOOLS_BOUNDED_QUEUE_H_
+
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+namespace tally {
+
+template <typename T>
+class BoundedQueue {
+ public:
+  // At most `capacity` items wait (at least one).
+  explicit BoundedQueue(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
+
+  // Appends `item`. While the queue is full, calls idle() (outside the lock) for other work, and
+  // waits for room once idle() returns false (nothing left to do).
+  template <typename Idle>
+  void Push(T item, Idle&& idle) {
+    std::unique_lock lock(mu_);
+    while (queue_.size() >= capacity_) {
+      lock.unlock();
+      const bool worked = idle();
+      lock.lock();
+      if (!worked) space_.wait(lock, [&] { return queue_.size() < capacity_; });
+    }
+    queue_.push_back(std::move(item));
+    ready_.notify_one();
+  }
+
+  // The next item, or nullopt once closed and empty.
+  std::optional<T> Pop() {
+    std::unique_lock lock(mu_);
+    ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+    if (queue_.empty()) return std::nullopt;
+    T item = std::move(queue_.front());
+    queue_.pop_front();
+    space_.notify_one();
+    return item;
+  }
+
+  // No more Pushes: Pop returns what is left, then nullopt.
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    ready_.notify_all();
+  }
+
+ private:
+  const size_t capacity_;
+  std::mutex mu_;
+  std::condition_variable ready_, space_;
+  std::deque<T> queue_;
+  bool closed_ = false;
+};
+
+}  // namespace tally
+
+#endif  // TALLY_TOOLS_BOUNDED_QUEUE_H_
