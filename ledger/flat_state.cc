@@ -91,14 +91,7 @@ struct FlatState::Table {
   char* free = nullptr;
   size_t free_bytes = 0;
 
-  Table() { Resize(kInitialCapacity); }
-
-  // Replaces the index with an empty one of `cells` cells.
-  void Resize(size_t cells) {
-    index_pages = Pages(cells * sizeof(Cell));
-    index = reinterpret_cast<Cell*>(index_pages.data());  // zeroed pages: empty
-    capacity = cells;
-  }
+  Table() { Rehash(kInitialCapacity); }
 
   char* Alloc(size_t n) {
     n = (n + 7) & ~size_t{7};  // keeps every Record 8-byte aligned
@@ -140,6 +133,13 @@ struct FlatState::Table {
   }
 
   void Grow() { Rehash(capacity * 2); }
+
+  // Makes the index big enough for `keys` keys at most half full (never smaller).
+  void MakeRoom(size_t keys) {
+    size_t need = capacity;
+    while (need < keys * 2 + 2) need *= 2;
+    if (need > capacity) Rehash(need);
+  }
 
   // Moves the index to one of `cells` cells (a power of two, more than twice the records). If
   // the memory cannot be had (std::bad_alloc), the index is left as it was.
@@ -194,9 +194,7 @@ struct FlatState::Table {
 
   void IndexPending() {
     if (indexed) return;
-    size_t need = kInitialCapacity;
-    while (need < pending.size() * 2 + 2) need *= 2;
-    if (need > capacity) Resize(need);
+    MakeRoom(pending.size());
     order.reserve(pending.size());
     for (Record* r : pending) Insert(r);
     std::vector<Record*>().swap(pending);  // frees it (assigning {} would keep the capacity)
@@ -273,10 +271,8 @@ void FlatState::Reserve(Cf cf, uint64_t keys) {
   // and ignored, which also keeps the sizes below far from overflow.
   if (keys > (uint64_t{1} << 31)) return;
   Table& t = tables_[static_cast<size_t>(cf)];
-  size_t need = t.capacity;
-  while (need < keys * 2 + 2) need *= 2;
   try {
-    if (need > t.capacity) t.Rehash(need);
+    t.MakeRoom(keys);
     // Both: Puts before the first read go to `pending`, and indexing them (or a Put after it)
     // appends to `order`. Reserved capacity that is never written is mostly address space.
     t.order.reserve(keys);
