@@ -44,6 +44,7 @@ double SecondsSince(SteadyClock::time_point start) {
 struct TrustedKey {
   std::string name;
   std::string raw;
+  bool operator==(const TrustedKey&) const = default;
 };
 
 struct StoredCheckpoint {
@@ -72,9 +73,9 @@ constexpr size_t kBatches = 64;
 
 // The second thread's work and findings.
 struct LogPass {
-  EntryChannel* channel = nullptr;            // where the decoded entries go, for the replay
-  std::string given_key;                      // --public-key, or DIR/signing.pub
-  size_t next_ahead = 0;                      // the next checkpoint for CheckSignatureAhead
+  EntryChannel* channel = nullptr;  // where the decoded entries go, for the replay
+  TrustedKey ahead_key;   // what CheckSignatureAhead checks under: the given key, as first key
+  size_t next_ahead = 0;  // the next checkpoint for CheckSignatureAhead
   bool all_signatures_ahead = false;          // tests: as if the replay were always behind
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
   std::vector<Rotation> rotations;            // log order
@@ -157,7 +158,7 @@ bool CheckSignatureAhead(LogPass* pass) {
   StoredCheckpoint& c = pass->checkpoints[pass->next_ahead++];
   auto parsed = ParseNote(c.note);
   if (parsed.ok()) {
-    c.signature_ahead = VerifySignature(c.note, parsed->second, TrustedKey{"", pass->given_key});
+    c.signature_ahead = VerifySignature(c.note, parsed->second, pass->ahead_key);
   }
   return true;
 }
@@ -212,7 +213,7 @@ std::string Describe(const TrustedKey& key) {
 // Checks one stored checkpoint on its own; returns it parsed, or nullopt if it does not parse.
 // The signature checked ahead is taken when `key` is the one it was checked under.
 std::optional<Checkpoint> CheckCheckpoint(const StoredCheckpoint& c, const TrustedKey& key,
-                                          const std::string& given_key, std::string* origin,
+                                          const TrustedKey& ahead_key, std::string* origin,
                                           std::vector<Discrepancy>* found) {
   auto parsed = ParseNote(c.note);
   if (!parsed.ok()) {
@@ -239,7 +240,7 @@ std::optional<Checkpoint> CheckCheckpoint(const StoredCheckpoint& c, const Trust
     found->push_back(AtCheckpoint("checkpoint root is not the log's root at its size", c.size,
                                   HashToHex(*c.log_root), HashToHex(cp->root)));
   }
-  const bool ahead = c.signature_ahead && key.name.empty() && key.raw == given_key;
+  const bool ahead = c.signature_ahead && key == ahead_key;
   Status sig = ahead ? *c.signature_ahead : VerifySignature(c.note, parsed->second, key);
   if (!sig.ok()) {
     found->push_back(AtCheckpoint("checkpoint is not signed by the key in force: " + sig.message(),
@@ -314,7 +315,7 @@ void CheckChain(const TrustedKey& first, LogPass* pass) {
       rotated = true;
     }
     std::optional<Checkpoint> cp =
-        CheckCheckpoint(c, signing, pass->given_key, &origin, &pass->found);
+        CheckCheckpoint(c, signing, pass->ahead_key, &origin, &pass->found);
     if (cp && previous) CheckConsistency(*previous, *cp, pass);
     if (cp) previous = std::move(cp);
     if (rotated) signing = head;
@@ -436,7 +437,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   LogPass pass;
   pass.all_signatures_ahead = all_signatures_ahead;
   pass.channel = &channel;
-  pass.given_key = key;
+  pass.ahead_key = TrustedKey{"", key};
   RebuildResult rebuilt;
   std::optional<CompareQueue> queue;
   std::vector<std::vector<Discrepancy>> found(kCfCount);
