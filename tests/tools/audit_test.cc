@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -324,19 +325,24 @@ TEST_CASE("Verify finds the newest entries deleted with their checkpoint", "[aud
   CHECK(Names(r, Cf::kMeta));
 }
 
+// Signs the stored checkpoint `which` of `data` again, with sign(the key name on its first
+// signature line) instead of its own signature; returns the checkpoint's key.
+enum class Which { kAThird, kNewest };
+std::string ResignCheckpoint(const std::string& data, Which which,
+                             const std::function<Signer(const std::string& name)>& sign) {
+  auto store = OpenWritable(data);
+  std::vector<std::string> keys = Keys(*store, Cf::kCheckpoints);
+  std::string key = which == Which::kNewest ? keys.back() : keys[keys.size() / 3];
+  auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
+  Put(*store, Cf::kCheckpoints, key, SignNote(note.first, sign(note.second.front().name)));
+  return key;
+}
+
 TEST_CASE("Verify rejects a checkpoint signed again with another key", "[audit]") {
   TempDir t;
   std::string data = CopyOf(t);
-  uint64_t size = 0;
-  {
-    auto store = OpenWritable(data);
-    std::vector<std::string> keys = Keys(*store, Cf::kCheckpoints);
-    std::string key = keys[keys.size() / 3];
-    size = DecodeU64(key);
-    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
-    Signer other = Ok(Signer::Generate(note.second.front().name));
-    Put(*store, Cf::kCheckpoints, key, SignNote(note.first, other));
-  }
+  uint64_t size = DecodeU64(ResignCheckpoint(
+      data, Which::kAThird, [](const std::string& name) { return Ok(Signer::Generate(name)); }));
   VerifyResult r = VerifyWithFirstKey(data);
   INFO(Lines(r));
   CHECK(r.exit_code == kExitDiscrepancy);
@@ -410,28 +416,18 @@ TEST_CASE("Signatures checked ahead of the key chain give the same findings", "[
   std::string data = CopyOf(t);
   std::string resigned = t / "resigned";
   fs::copy(data, resigned, fs::copy_options::recursive);
-  {
-    auto store = OpenWritable(resigned);
-    std::vector<std::string> keys = Keys(*store, Cf::kCheckpoints);
-    std::string key = keys[keys.size() / 3];
-    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
-    Signer other = Ok(Signer::Generate(note.second.front().name));
-    Put(*store, Cf::kCheckpoints, key, SignNote(note.first, other));
-  }
+  ResignCheckpoint(resigned, Which::kAThird,
+                   [](const std::string& name) { return Ok(Signer::Generate(name)); });
   // The newest checkpoint (after the rotation) signed again by the latest key under a name other
   // than the one its rotation record gives.
   std::string renamed = t / "renamed";
   fs::copy(data, renamed, fs::copy_options::recursive);
-  {
-    std::ifstream in(data + "/signing.key");
-    std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    Signer impostor = Ok(Signer::FromPem(pem, "impostor"));
-    auto store = OpenWritable(renamed);
-    std::string key = Keys(*store, Cf::kCheckpoints).back();
-    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, key)).value()));
-    REQUIRE(note.second.front().name != "impostor");
-    Put(*store, Cf::kCheckpoints, key, SignNote(note.first, impostor));
-  }
+  std::ifstream in(data + "/signing.key");
+  const std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ResignCheckpoint(renamed, Which::kNewest, [&](const std::string& name) {
+    REQUIRE(name != "impostor");
+    return Ok(Signer::FromPem(pem, "impostor"));
+  });
   std::string other_pem = t / "other.pub";
   std::ofstream(other_pem) << PublicKeyToPem(Ok(Signer::Generate("other")).public_key());
   struct Case {
