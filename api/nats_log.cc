@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <string_view>
@@ -59,19 +60,6 @@ Result<std::vector<std::string>> SplitUrls(std::string_view urls) {
   return out;
 }
 
-// The closure is the Impl's `closing` flag: no news once the connection is being destroyed.
-void OnDisconnected(natsConnection*, void* closing) {
-  if (static_cast<std::atomic<bool>*>(closing)->load()) return;
-  std::fprintf(stderr, "tallyd: NATS connection lost; reconnecting\n");
-}
-
-void OnReconnected(natsConnection* nc, void* closing) {
-  if (static_cast<std::atomic<bool>*>(closing)->load()) return;
-  char url[256] = "";
-  natsConnection_GetConnectedUrl(nc, url, sizeof url);
-  std::fprintf(stderr, "tallyd: NATS connected to %s\n", url);
-}
-
 }  // namespace
 
 bool IsValidStreamName(const std::string& name) {
@@ -89,16 +77,46 @@ struct NatsGroupLog::Impl {
   std::string subject;
   natsConnection* nc = nullptr;
   jsCtx* js = nullptr;
-  std::atomic<bool> closing{false};
+  std::atomic<bool> closing{false};  // no news once the connection is being closed
 
   mutable std::mutex mu;
   std::string primary_url;       // guarded by mu
   std::string last_primary_url;  // guarded by mu
+  bool closed = false;           // guarded by mu: the connection's last callback has run
+  std::condition_variable closed_cv;
 
+  // The connection's callbacks run on libnats's own thread, after the call that caused them has
+  // returned; their closure is this Impl. So the destructor closes the connection and waits for
+  // the closed callback, which libnats delivers after every other callback of the connection,
+  // before this Impl goes (at most kCloseWaitMs, so that shutdown never hangs on it).
   ~Impl() {
     closing = true;
     if (js != nullptr) jsCtx_Destroy(js);
-    if (nc != nullptr) natsConnection_Destroy(nc);
+    if (nc == nullptr) return;
+    natsConnection_Close(nc);
+    {
+      std::unique_lock lock(mu);
+      closed_cv.wait_for(lock, std::chrono::milliseconds(kCloseWaitMs), [&] { return closed; });
+    }
+    natsConnection_Destroy(nc);
+  }
+  static constexpr int kCloseWaitMs = 5000;
+
+  static void OnDisconnected(natsConnection*, void* impl) {
+    if (static_cast<Impl*>(impl)->closing.load()) return;
+    std::fprintf(stderr, "tallyd: NATS connection lost; reconnecting\n");
+  }
+  static void OnReconnected(natsConnection* connection, void* impl) {
+    if (static_cast<Impl*>(impl)->closing.load()) return;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(connection, url, sizeof url);
+    std::fprintf(stderr, "tallyd: NATS connected to %s\n", url);
+  }
+  static void OnClosed(natsConnection*, void* impl) {
+    auto* self = static_cast<Impl*>(impl);
+    std::lock_guard lock(self->mu);
+    self->closed = true;
+    self->closed_cv.notify_all();
   }
   Status Open();
   Status FindOrCreateStream();
@@ -124,12 +142,13 @@ Status NatsGroupLog::Impl::Open() {
   if (s == NATS_OK) s = natsOptions_SetTimeout(raw, options.request_timeout_ms);
   if (s == NATS_OK) s = natsOptions_SetPingInterval(raw, 2000);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(raw, 2);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(raw, OnDisconnected, &closing);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(raw, OnReconnected, &closing);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(raw, OnDisconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(raw, OnReconnected, this);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(raw, OnClosed, this);
   // No server up yet: the connection keeps trying in the background (with a callback, Connect
   // returns NATS_NOT_YET_CONNECTED instead of blocking), and the stream look-up below waits for
   // it, up to setup_timeout_ms.
-  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(raw, true, OnReconnected, &closing);
+  if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(raw, true, OnReconnected, this);
   if (s != NATS_OK) return Status::InvalidArgument("NATS options: " + Describe(s));
   s = natsConnection_Connect(&nc, raw);
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
