@@ -21,8 +21,9 @@ class Pages {
   static constexpr size_t kPage = 4096;
   static constexpr size_t kHuge = size_t{2} << 20;
   Pages() = default;
-  explicit Pages(size_t bytes) {
-    const size_t unit = bytes >= kHuge ? kHuge : kPage;
+  // huge = false: plain pages whatever the size.
+  explicit Pages(size_t bytes, bool huge = true) {
+    const size_t unit = huge && bytes >= kHuge ? kHuge : kPage;
     size_ = (std::max<size_t>(bytes, 1) + unit - 1) / unit * unit;
     void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
@@ -46,112 +47,175 @@ class Pages {
   size_t size_ = 0;
 };
 
-// A key and its value, in the table's blocks: this header, then the key's bytes, then the first
-// value's bytes. A larger later value moves to fresh bytes of the blocks.
+// Bytes handed out in 8-byte units from chunks of kChunkBytes, each mapped when first needed, so
+// nothing handed out ever moves and a 32-bit reference (in units; 0 means none) finds it: its
+// high bits name the chunk, its low bits the place in it. An allocation never spans two chunks:
+// when one does not fit in what is left of a chunk, that rest is skipped, never written (so it
+// reads as zero). At most 2^32 units (32 GiB). Fresh bytes read as zero; running out throws
+// std::bad_alloc. The first chunk stays in plain 4 KiB pages, so a small table costs only the
+// pages it writes; the others may be huge pages.
+class Arena {
+ public:
+  static constexpr size_t kUnit = 8;
+  static constexpr int kChunkShift = 20;
+  static constexpr size_t kChunkUnits = size_t{1} << kChunkShift;
+  static constexpr size_t kChunkBytes = kChunkUnits * kUnit;  // 8 MiB
+
+  // The reference of `bytes` fresh bytes (rounded up to whole units; at most a chunk).
+  uint32_t Alloc(size_t bytes) {
+    const size_t n = (bytes + kUnit - 1) / kUnit;
+    TALLY_CHECK(n <= kChunkUnits);
+    size_t at = used_;
+    if ((at & (kChunkUnits - 1)) + n > kChunkUnits) at = NextChunk(at);
+    if (at + n > (size_t{1} << 32)) throw std::bad_alloc();
+    while (chunks_.size() <= (at >> kChunkShift))
+      chunks_.emplace_back(kChunkBytes, !chunks_.empty());
+    used_ = at + n;
+    return static_cast<uint32_t>(at);
+  }
+  char* at(uint32_t ref) const {
+    return chunks_[ref >> kChunkShift].data() + (ref & (kChunkUnits - 1)) * kUnit;
+  }
+  // Every reference handed out is below this.
+  uint32_t end() const { return static_cast<uint32_t>(used_); }
+  // Bytes from `ref` to the end of its chunk.
+  static size_t LeftInChunk(size_t ref) {
+    return (kChunkUnits - (ref & (kChunkUnits - 1))) * kUnit;
+  }
+  // The first reference of the chunk after the one `ref` is in.
+  static size_t NextChunk(size_t ref) { return ((ref >> kChunkShift) + 1) << kChunkShift; }
+
+ private:
+  std::vector<Pages> chunks_;
+  size_t used_ = 1;  // references handed out (and skipped) are below this; 0 means none
+};
+
+// A key and its value in a table's record arena: this header, the key's bytes, then room for
+// the value as first Put. A later value larger than that room moves to the table's value arena
+// (a u32 holding its room there, padding, then its bytes); the record keeps its size, so the
+// arena can be walked from record to record (Table::NextRecord).
+// 0 is never a state: a record's header is never all zero, so the skipped, unwritten rest of
+// an arena chunk (read as zero) is told apart from a record.
+enum : uint8_t { kPresent = 1, kAbsent = 2, kSuperseded = 3 };
 struct Record {
-  uint32_t key_len;
+  uint16_t key_len;
+  uint8_t state;  // kAbsent (deleted), kPresent, or kSuperseded: a buffered Put of a key that
+                  // an earlier Put holds (indexing copied its value there), not a key's record
+  uint8_t unused;
   uint32_t value_len;
-  uint32_t value_cap;
-  uint32_t present;
-  uint32_t slot;  // position in Table::order, once indexed
-  char* value;
+  uint32_t room;       // bytes after the key, all of the record's own
+  uint32_t value_ref;  // in the value arena; 0: the value is in the record
   const char* key() const { return reinterpret_cast<const char*>(this + 1); }
   std::string_view key_view() const { return std::string_view(key(), key_len); }
+  size_t size() const { return sizeof(Record) + key_len + room; }
 };
+static_assert(sizeof(Record) == 16 && sizeof(Record) % Arena::kUnit == 0);
+constexpr size_t kValueHeader = Arena::kUnit;  // a u32 room, padding
 
 // An index is an array of these over fresh mmap pages, taken as it is: the pages read as zero,
-// which is an empty cell (hash 0, null record), and a page is touched only when a key lands in
-// it. Nothing is constructed there (a constructor would write every cell).
+// which is an empty cell (reference 0), and a page is touched only when a key lands in it.
+// Nothing is constructed there (a constructor would write every cell). `hash` is the low 32 bits
+// of the key's hash: the index has at most 2^32 cells, so it is also where the key belongs.
 struct Cell {
-  uint64_t hash;
-  Record* record;  // null: empty
+  uint32_t hash;
+  uint32_t ref;  // the record, in the record arena; 0: empty
 };
 
-constexpr size_t kBlockBytesFirst = size_t{64} << 10;
-constexpr size_t kBlockBytesMax = size_t{64} << 20;
-constexpr size_t kInitialCapacity = 64;  // power of two
+constexpr size_t kInitialCapacity = 512;  // power of two: one 4 KiB page of cells
 
 uint64_t HashOf(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
 }  // namespace
 
-// One column family. Until it is first read, Puts are only appended to `pending` (no hashing):
-// column families that replay writes but never reads (indexes of entries) are indexed later, by
-// whichever thread compares them. The index has power-of-two capacity, is linearly probed and
-// at most half full (records are never removed: a deleted key stays, marked absent).
+// One column family. Until it is first read, Puts are only appended to the record arena (no
+// hashing): column families that replay writes but never reads (indexes of entries) are indexed
+// later, by whichever thread compares them, walking the arena. The index has power-of-two
+// capacity, is linearly probed and at most half full (records are never removed: a deleted key
+// stays, marked absent).
 struct FlatState::Table {
   Pages index_pages;
   Cell* index = nullptr;
-  size_t capacity = 0;           // cells in index: a power of two
-  std::vector<Record*> order;    // indexed records, in the order their keys were first Put
-  std::vector<Record*> pending;  // Puts not indexed yet, in order
+  size_t capacity = 0;  // cells in index: a power of two, at most 2^32
+  Arena records;
+  Arena values;
   bool indexed = false;
-  size_t live = 0;
-  std::vector<Pages> blocks;  // from kBlockBytesFirst, each twice the one before, to the max
-  char* free = nullptr;
-  size_t free_bytes = 0;
+  size_t keys = 0;     // records indexed
+  size_t pending = 0;  // Puts appended but not indexed yet
+  size_t live = 0;     // keys present
 
   Table() { Rehash(kInitialCapacity); }
 
-  char* Alloc(size_t n) {
-    n = (n + 7) & ~size_t{7};  // keeps every Record 8-byte aligned
-    if (n > free_bytes) {
-      size_t size =
-          blocks.empty() ? kBlockBytesFirst : std::min(blocks.back().size() * 2, kBlockBytesMax);
-      blocks.emplace_back(std::max(n, size));
-      free = blocks.back().data();
-      free_bytes = blocks.back().size();
+  Record* Rec(uint32_t ref) const { return reinterpret_cast<Record*>(records.at(ref)); }
+
+  // The first record at or after `ref`, skipping the unwritten rest of a chunk; records.end()
+  // if there is none.
+  uint32_t RecordAt(size_t ref) const {
+    if (ref < records.end() &&
+        (Arena::LeftInChunk(ref) < sizeof(Record) || Rec(static_cast<uint32_t>(ref))->state == 0)) {
+      ref = Arena::NextChunk(ref);
     }
-    char* p = free;
-    free += n;
-    free_bytes -= n;
-    return p;
+    return static_cast<uint32_t>(std::min<size_t>(ref, records.end()));
+  }
+  uint32_t FirstRecord() const { return RecordAt(1); }
+  uint32_t NextRecord(uint32_t ref) const {
+    return RecordAt(ref + Rec(ref)->size() / Arena::kUnit);
   }
 
-  Record* NewRecord(std::string_view key, std::string_view value) {
-    TALLY_CHECK(key.size() <= UINT32_MAX && value.size() <= UINT32_MAX);
-    char* p = Alloc(sizeof(Record) + key.size() + value.size());
-    auto* r = new (p) Record{static_cast<uint32_t>(key.size()),
-                             static_cast<uint32_t>(value.size()),
-                             static_cast<uint32_t>(value.size()),
-                             1,
-                             0,
-                             p + sizeof(Record) + key.size()};
+  std::string_view ValueOf(const Record* r) const {
+    const char* at =
+        r->value_ref == 0 ? r->key() + r->key_len : values.at(r->value_ref) + kValueHeader;
+    return std::string_view(at, r->value_len);
+  }
+
+  uint32_t NewRecord(std::string_view key, std::string_view value) {
+    TALLY_CHECK(key.size() <= UINT16_MAX && value.size() <= UINT32_MAX);
+    const size_t bytes = sizeof(Record) + key.size() + value.size();
+    const size_t rounded = (bytes + Arena::kUnit - 1) / Arena::kUnit * Arena::kUnit;
+    const uint32_t ref = records.Alloc(rounded);
+    char* p = records.at(ref);
+    new (p) Record{static_cast<uint16_t>(key.size()),
+                   kPresent,
+                   0,
+                   static_cast<uint32_t>(value.size()),
+                   static_cast<uint32_t>(rounded - sizeof(Record) - key.size()),
+                   0};
     if (!key.empty()) std::memcpy(p + sizeof(Record), key.data(), key.size());
-    if (!value.empty()) std::memcpy(r->value, value.data(), value.size());
-    return r;
+    if (!value.empty()) std::memcpy(p + sizeof(Record) + key.size(), value.data(), value.size());
+    return ref;
   }
 
   // The cell holding `key`, or the empty cell where it would go.
   size_t Probe(std::string_view key, uint64_t hash) const {
+    const auto low = static_cast<uint32_t>(hash);
     const size_t mask = capacity - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    for (size_t i = low & mask;; i = (i + 1) & mask) {
       const Cell& c = index[i];
-      if (c.record == nullptr) return i;
-      if (c.hash == hash && c.record->key_view() == key) return i;
+      if (c.ref == 0) return i;
+      if (c.hash == low && Rec(c.ref)->key_view() == key) return i;
     }
   }
 
   void Grow() { Rehash(capacity * 2); }
 
-  // Makes the index big enough for `keys` keys at most half full (never smaller).
-  void MakeRoom(size_t keys) {
+  // Makes the index big enough for `n` keys at most half full (never smaller).
+  void MakeRoom(size_t n) {
     size_t need = capacity;
-    while (need < keys * 2 + 2) need *= 2;
+    while (need < n * 2 + 2) need *= 2;
     if (need > capacity) Rehash(need);
   }
 
   // Moves the index to one of `cells` cells (a power of two, more than twice the records). If
   // the memory cannot be had (std::bad_alloc), the index is left as it was.
   void Rehash(size_t cells) {
+    TALLY_CHECK(cells <= (size_t{1} << 32));
     Pages fresh_pages(cells * sizeof(Cell));
     Cell* fresh = reinterpret_cast<Cell*>(fresh_pages.data());  // zeroed pages: empty
     const size_t mask = cells - 1;
     for (size_t j = 0; j < capacity; ++j) {
       const Cell& c = index[j];
-      if (c.record == nullptr) continue;
+      if (c.ref == 0) continue;
       size_t i = c.hash & mask;
-      while (fresh[i].record != nullptr) i = (i + 1) & mask;
+      while (fresh[i].ref != 0) i = (i + 1) & mask;
       fresh[i] = c;
     }
     index_pages = std::move(fresh_pages);
@@ -160,75 +224,140 @@ struct FlatState::Table {
   }
 
   void SetValue(Record* r, std::string_view value) {
-    if (value.size() > r->value_cap) {
-      r->value = Alloc(value.size());
-      r->value_cap = static_cast<uint32_t>(value.size());
+    char* at = reinterpret_cast<char*>(r) + sizeof(Record) + r->key_len;
+    uint32_t room = r->room;
+    if (r->value_ref != 0) {
+      at = values.at(r->value_ref) + kValueHeader;
+      std::memcpy(&room, values.at(r->value_ref), sizeof(room));
     }
-    if (!value.empty()) std::memcpy(r->value, value.data(), value.size());
+    if (value.size() > room) {
+      TALLY_CHECK(value.size() <= UINT32_MAX - kValueHeader);
+      const uint32_t ref = values.Alloc(kValueHeader + value.size());
+      room = static_cast<uint32_t>((value.size() + Arena::kUnit - 1) / Arena::kUnit * Arena::kUnit);
+      std::memcpy(values.at(ref), &room, sizeof(room));
+      r->value_ref = ref;
+      at = values.at(ref) + kValueHeader;
+    }
+    if (!value.empty()) std::memcpy(at, value.data(), value.size());
     r->value_len = static_cast<uint32_t>(value.size());
-    if (!r->present) ++live;
-    r->present = 1;
+    if (r->state != kPresent) ++live;
+    r->state = kPresent;
   }
 
-  void Append(Record* r) {
-    TALLY_CHECK(order.size() < UINT32_MAX);
-    r->slot = static_cast<uint32_t>(order.size());
-    order.push_back(r);
-  }
-
-  // Indexes `fresh`, a new record holding the value to store, unless its key is indexed already:
-  // then the value is copied there (and `fresh` is left unused).
-  void Insert(Record* fresh) {
-    std::string_view key = fresh->key_view();
-    uint64_t hash = HashOf(key);
-    size_t i = Probe(key, hash);
-    if (index[i].record != nullptr) {
-      SetValue(index[i].record, std::string_view(fresh->value, fresh->value_len));
+  // Indexes the record at `ref` (its key's hash: `hash`) unless its key is indexed already: then
+  // its value is copied to that key's record, and this one is marked superseded.
+  void Insert(uint32_t ref, uint64_t hash) {
+    Record* r = Rec(ref);
+    std::string_view key = r->key_view();
+    const size_t i = Probe(key, hash);
+    if (index[i].ref != 0) {
+      SetValue(Rec(index[i].ref), ValueOf(r));
+      r->state = kSuperseded;
       return;
     }
-    index[i] = Cell{hash, fresh};
-    Append(fresh);
+    AddCell(i, hash, ref);
+  }
+
+  void AddCell(size_t i, uint64_t hash, uint32_t ref) {
+    index[i] = Cell{static_cast<uint32_t>(hash), ref};
+    ++keys;
     ++live;
-    if (order.size() * 2 > capacity) Grow();
+    if (keys * 2 > capacity) Grow();
+  }
+
+  // The cell where a key of this hash starts probing, asked for ahead of its use: a big
+  // table's cells are rarely in cache, and several loads in flight at once overlap.
+  void PrefetchCell(uint64_t hash) const {
+    __builtin_prefetch(&index[static_cast<uint32_t>(hash) & (capacity - 1)]);
   }
 
   void IndexPending() {
     if (indexed) return;
-    MakeRoom(pending.size());
-    order.reserve(pending.size());
-    for (Record* r : pending) Insert(r);
-    std::vector<Record*>().swap(pending);  // frees it (assigning {} would keep the capacity)
+    MakeRoom(keys + pending);
+    // The records are walked in order; each is hashed (and its cell prefetched) kAhead records
+    // before it is inserted.
+    constexpr size_t kAhead = 16;
+    uint32_t refs[kAhead];
+    uint64_t hashes[kAhead];
+    size_t head = 0, count = 0;
+    uint32_t next = FirstRecord();
+    for (;;) {
+      for (; count < kAhead && next < records.end(); ++count) {
+        const size_t slot = (head + count) % kAhead;
+        refs[slot] = next;
+        hashes[slot] = HashOf(Rec(next)->key_view());
+        PrefetchCell(hashes[slot]);
+        next = NextRecord(next);
+      }
+      if (count == 0) break;
+      Insert(refs[head], hashes[head]);
+      head = (head + 1) % kAhead;
+      --count;
+    }
+    pending = 0;
     indexed = true;
+  }
+
+  // out[i] = the record of wanted[i], or 0. The keys are hashed and their cells prefetched first,
+  // then the first record each cell names, then the probes run.
+  void FindMany(const std::string_view* wanted, size_t n, uint32_t* out) {
+    IndexPending();
+    constexpr size_t kBatch = 32;
+    uint64_t hashes[kBatch];
+    for (size_t base = 0; base < n; base += kBatch) {
+      const size_t m = std::min(kBatch, n - base);
+      for (size_t j = 0; j < m; ++j) {
+        hashes[j] = HashOf(wanted[base + j]);
+        PrefetchCell(hashes[j]);
+      }
+      for (size_t j = 0; j < m; ++j) {
+        const Cell& c = index[static_cast<uint32_t>(hashes[j]) & (capacity - 1)];
+        if (c.ref != 0) __builtin_prefetch(records.at(c.ref));
+      }
+      for (size_t j = 0; j < m; ++j) out[base + j] = index[Probe(wanted[base + j], hashes[j])].ref;
+    }
   }
 
   Record* Find(std::string_view key) {
     IndexPending();
-    return index[Probe(key, HashOf(key))].record;
+    const uint32_t ref = index[Probe(key, HashOf(key))].ref;
+    return ref == 0 ? nullptr : Rec(ref);
   }
 
   void Put(std::string_view key, std::string_view value) {
     if (!indexed) {
-      pending.push_back(NewRecord(key, value));
+      NewRecord(key, value);
+      ++pending;
       return;
     }
-    uint64_t hash = HashOf(key);
-    size_t i = Probe(key, hash);
-    if (index[i].record != nullptr) {
-      SetValue(index[i].record, value);
+    const uint64_t hash = HashOf(key);
+    const size_t i = Probe(key, hash);
+    if (index[i].ref != 0) {
+      SetValue(Rec(index[i].ref), value);
       return;
     }
-    Record* r = NewRecord(key, value);
-    index[i] = Cell{hash, r};
-    Append(r);
-    ++live;
-    if (order.size() * 2 > capacity) Grow();
+    AddCell(i, hash, NewRecord(key, value));
   }
 
   void Delete(std::string_view key) {
     Record* r = Find(key);
-    if (r == nullptr || !r->present) return;
-    r->present = 0;
+    if (r == nullptr || r->state != kPresent) return;
+    r->state = kAbsent;
     --live;
+  }
+
+  // Every key's record, in the order the keys were first Put.
+  template <typename Fn>
+  void ForEach(Fn&& fn) {
+    IndexPending();
+    for (uint32_t ref = FirstRecord(); ref < records.end(); ref = NextRecord(ref)) {
+      const Record* r = Rec(ref);
+      if (r->state != kSuperseded) fn(ref, r);
+    }
+  }
+
+  FlatState::Item ItemOf(const Record* r) const {
+    return FlatState::Item{r->key_view(), ValueOf(r), r->state == kPresent};
   }
 };
 
@@ -238,18 +367,21 @@ FlatState::FlatState(FlatState&&) noexcept = default;
 FlatState& FlatState::operator=(FlatState&&) noexcept = default;
 
 Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) const {
-  const Record* r = tables_[static_cast<size_t>(cf)].Find(key);
-  if (r == nullptr || !r->present) return std::optional<std::string>();
-  return std::optional<std::string>(std::in_place, r->value, r->value_len);
+  Table& t = tables_[static_cast<size_t>(cf)];
+  const Record* r = t.Find(key);
+  if (r == nullptr || r->state != kPresent) return std::optional<std::string>();
+  std::string_view v = t.ValueOf(r);
+  return std::optional<std::string>(std::in_place, v.data(), v.size());
 }
 
 Status FlatState::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                        const ScanFn& fn) const {
   std::vector<Item> items;
-  for (size_t i = 0; i < slots(cf); ++i) {
-    Item item = At(cf, i);
+  Table& t = tables_[static_cast<size_t>(cf)];
+  t.ForEach([&](uint32_t, const Record* r) {
+    Item item = t.ItemOf(r);
     if (item.present && item.key >= start && (end.empty() || item.key < end)) items.push_back(item);
-  }
+  });
   std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) { return a.key < b.key; });
   if (reverse) std::reverse(items.begin(), items.end());
   for (const Item& item : items) {
@@ -267,43 +399,50 @@ void FlatState::Delete(Cf cf, std::string_view key) {
 }
 
 void FlatState::Reserve(Cf cf, uint64_t keys) {
-  // No table comes near 2^31 keys (it holds fewer than UINT32_MAX); a larger hint is nonsense
-  // and ignored, which also keeps the sizes below far from overflow.
-  if (keys > (uint64_t{1} << 31)) return;
-  Table& t = tables_[static_cast<size_t>(cf)];
+  // A table holds fewer than 2^31 keys (a record takes at least two of the 2^32 units its
+  // references reach); a larger hint is nonsense and ignored, which also keeps the index at most
+  // 2^32 cells.
+  if (keys >= (uint64_t{1} << 31)) return;
   try {
-    t.MakeRoom(keys);
-    // Both: Puts before the first read go to `pending`, and indexing them (or a Put after it)
-    // appends to `order`. Reserved capacity that is never written is mostly address space.
-    t.order.reserve(keys);
-    if (!t.indexed) t.pending.reserve(keys);
+    tables_[static_cast<size_t>(cf)].MakeRoom(keys);
   } catch (const std::bad_alloc&) {
     // A hint only: the table keeps what it had and grows as before.
   }
 }
 
-size_t FlatState::slots(Cf cf) const {
+size_t FlatState::ref_end(Cf cf) const {
   Table& t = tables_[static_cast<size_t>(cf)];
   t.IndexPending();
-  return t.order.size();
+  return t.records.end();
 }
 
 size_t FlatState::written(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  return t.order.size() + t.pending.size();
+  return t.keys + t.pending;
 }
 
-FlatState::Item FlatState::At(Cf cf, size_t slot) const {
+FlatState::Item FlatState::At(Cf cf, Ref ref) const {
   Table& t = tables_[static_cast<size_t>(cf)];
   t.IndexPending();
-  const Record* r = t.order[slot];
-  return Item{r->key_view(), std::string_view(r->value, r->value_len), r->present != 0};
+  TALLY_CHECK(ref != 0 && ref < t.records.end());
+  return t.ItemOf(t.Rec(ref));
 }
 
-std::optional<size_t> FlatState::Find(Cf cf, std::string_view key) const {
-  const Record* r = tables_[static_cast<size_t>(cf)].Find(key);
-  if (r == nullptr) return std::nullopt;
-  return r->slot;
+std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const {
+  Table& t = tables_[static_cast<size_t>(cf)];
+  t.IndexPending();
+  const uint32_t ref = t.index[t.Probe(key, HashOf(key))].ref;
+  if (ref == 0) return std::nullopt;
+  return ref;
+}
+
+void FlatState::FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const {
+  tables_[static_cast<size_t>(cf)].FindMany(keys, n, out);
+}
+
+void FlatState::ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const {
+  Table& t = tables_[static_cast<size_t>(cf)];
+  t.ForEach([&](uint32_t ref, const Record* r) { fn(ref, t.ItemOf(r)); });
 }
 
 size_t FlatState::size(Cf cf) const {

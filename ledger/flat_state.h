@@ -1,8 +1,11 @@
-// FlatState: derived state in memory, one open-addressing hash table per column family, keys and
-// values packed in large blocks. What Rebuild replays the log into: a Get or Put costs one hash
-// and usually one probe, and a million keys cost a few allocations, not a million (the sorted
-// MemoryState costs a tree walk and two allocations per key). A column family's Puts are only
-// appended until it is first read, so families that replay writes and never reads are hashed
+// FlatState: derived state in memory, one open-addressing hash table per column family. What
+// Rebuild replays the log into: a Get or Put costs one hash and usually one probe, and a million
+// keys cost no allocation of their own (the sorted MemoryState costs a tree walk and two
+// allocations per key). Each family's records (key and value) are appended to an arena of 8 MiB
+// chunks, so records never move and a 32-bit reference names one; the index holds 8-byte cells
+// (part of the hash and a reference). A key and value take at most a chunk together (Tally's
+// derived values are a few KiB at most; a larger one is a fatal error). A column family's Puts are
+// only appended until it is first read, so families that replay writes and never reads are hashed
 // later, by whoever reads them. Unordered: Scan sorts the range it is asked for, so it is only
 // for small ranges (replay never scans).
 //
@@ -13,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,21 +46,28 @@ class FlatState final : public StateWriter {
   // hint asks for and cannot get is not an error: the table then grows as it would have.
   void Reserve(Cf cf, uint64_t keys);
 
-  // Direct access for comparisons. Every key ever Put in `cf` has a slot number below
-  // slots(cf); a deleted key keeps its slot, marked absent.
+  // Direct access for comparisons. Each key ever Put in `cf` has one record, named by a Ref
+  // below ref_end(cf); a deleted key keeps its record, marked absent.
+  using Ref = uint32_t;
   struct Item {
     std::string_view key;
     std::string_view value;
     bool present = false;
   };
-  size_t slots(Cf cf) const;
-  Item At(Cf cf, size_t slot) const;
-  // The slot of `key` (present or deleted), or nullopt if it was never Put.
-  std::optional<size_t> Find(Cf cf, std::string_view key) const;
+  size_t ref_end(Cf cf) const;
+  Item At(Cf cf, Ref ref) const;
+  // The record of `key` (present or deleted), or nullopt if it was never Put.
+  std::optional<Ref> Find(Cf cf, std::string_view key) const;
+  // Find for n keys at once: out[i] is the record of keys[i], or 0 if it was never Put (no
+  // record is 0). Faster than one Find after another on a big table: the keys' memory loads
+  // overlap.
+  void FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const;
+  // Calls fn for every record of `cf`, in the order their keys were first Put.
+  void ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const;
   // Keys present in `cf`.
   size_t size(Cf cf) const;
-  // Distinct keys indexed in `cf` plus Puts not indexed yet: at least slots(cf), a size hint
-  // that costs nothing.
+  // Distinct keys indexed in `cf` plus Puts not indexed yet: at least the number of records, a
+  // size hint that costs nothing.
   size_t written(Cf cf) const;
 
  private:

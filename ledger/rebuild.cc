@@ -64,31 +64,46 @@ std::string Shown(std::string_view v) {
 Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
                         const FlatState& rebuilt, std::vector<Discrepancy>* found) {
   TALLY_CHECK(IsDerivedCf(cf) && cf != Cf::kTree);
-  std::vector<bool> seen(rebuilt.slots(cf), false);
+  std::vector<bool> seen(rebuilt.ref_end(cf), false);
+  // The stored keys are looked up a batch at a time (FlatState::FindMany), so each batch's
+  // keys and values are copied out of the scan first.
+  constexpr size_t kBatch = 64;
+  std::vector<std::string> keys(kBatch), values(kBatch);
+  std::string_view views[kBatch];
+  FlatState::Ref refs[kBatch];
+  size_t n = 0;
+  auto check_batch = [&] {
+    for (size_t i = 0; i < n; ++i) views[i] = keys[i];
+    rebuilt.FindMany(cf, views, n, refs);
+    for (size_t i = 0; i < n; ++i) {
+      FlatState::Item want;
+      if (refs[i] != 0) want = rebuilt.At(cf, refs[i]);
+      if (!want.present) {
+        found->push_back({"derived key not explained by the log", CfName(cf), HexEncode(keys[i]),
+                          std::nullopt, "nothing", Shown(values[i])});
+        continue;
+      }
+      seen[refs[i]] = true;
+      if (want.value != values[i]) {
+        found->push_back({"derived value differs", CfName(cf), HexEncode(keys[i]), std::nullopt,
+                          Shown(want.value), Shown(values[i])});
+      }
+    }
+    n = 0;
+  };
   RETURN_IF_ERROR(
       store.Scan(cf, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
-        std::optional<size_t> slot = rebuilt.Find(cf, k);
-        FlatState::Item want;
-        if (slot) want = rebuilt.At(cf, *slot);
-        if (!want.present) {
-          found->push_back({"derived key not explained by the log", CfName(cf), HexEncode(k),
-                            std::nullopt, "nothing", Shown(v)});
-          return true;
-        }
-        seen[*slot] = true;
-        if (want.value != v) {
-          found->push_back({"derived value differs", CfName(cf), HexEncode(k), std::nullopt,
-                            Shown(want.value), Shown(v)});
-        }
+        keys[n].assign(k);
+        values[n].assign(v);
+        if (++n == kBatch) check_batch();
         return true;
       }));
-  for (size_t i = 0; i < seen.size(); ++i) {
-    if (seen[i]) continue;
-    FlatState::Item want = rebuilt.At(cf, i);
-    if (!want.present) continue;
+  check_batch();
+  rebuilt.ForEach(cf, [&](FlatState::Ref ref, const FlatState::Item& want) {
+    if (seen[ref] || !want.present) return;
     found->push_back({"derived key missing", CfName(cf), HexEncode(want.key), std::nullopt,
                       Shown(want.value), "nothing"});
-  }
+  });
   return Status::Ok();
 }
 
