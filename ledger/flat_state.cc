@@ -436,6 +436,11 @@ std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const
   return ref;
 }
 
+void FlatState::Prefetch(Cf cf, std::string_view key) const {
+  const Table& t = tables_[static_cast<size_t>(cf)];
+  if (t.indexed) t.PrefetchCell(HashOf(key));
+}
+
 void FlatState::FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const {
   tables_[static_cast<size_t>(cf)].FindMany(keys, n, out);
 }

@@ -62,6 +62,9 @@ class FlatState final : public StateWriter {
   // record is 0). Faster than one Find after another on a big table: the keys' memory loads
   // overlap.
   void FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const;
+  // A hint that `key` is about to be read or written in `cf`: starts loading its index cell.
+  // Does nothing in a table still buffering its Puts.
+  void Prefetch(Cf cf, std::string_view key) const;
   // Calls fn for every record of `cf`, in the order their keys were first Put.
   void ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const;
   // Keys present in `cf`.

@@ -39,6 +39,13 @@ void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
   ++out_->entries;
 }
 
+void Replayer::Prefetch(const Entry& e) const {
+  if (!e.idempotency_key.empty()) {
+    out_->state.Prefetch(Cf::kIdempotency, IdempotencyKey(e.actor, e.idempotency_key));
+  }
+  if (auto claim = BusinessKeyOf(e)) out_->state.Prefetch(Cf::kBusinessKeys, claim->key);
+}
+
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,
                     std::vector<Discrepancy>* found) {
   Replayer replayer(out, found);

@@ -44,6 +44,10 @@ class Replayer {
   // Records an id out of order, an entry that does not decode or one that contradicts the state
   // (skipping it) in `found`.
   void Apply(std::string_view key, const Result<Entry>& entry);
+  // A hint, given a few entries before Apply: starts loading the index cells of the keys that
+  // applying `entry` looks up and usually finds absent (its idempotency key and business key),
+  // which are rarely in cache in a big replay.
+  void Prefetch(const Entry& entry) const;
 
  private:
   RebuildResult* out_;
