@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -51,7 +52,7 @@ class Pages {
 // nothing handed out ever moves and a 32-bit reference (in units; 0 means none) finds it: its
 // high bits name the chunk, its low bits the place in it. An allocation never spans two chunks:
 // when one does not fit in what is left of a chunk, that rest is skipped, never written (so it
-// reads as zero). At most 2^32 units (32 GiB). Fresh bytes read as zero; running out throws
+// reads as zero). Less than 2^32 units (32 GiB). Fresh bytes read as zero; running out throws
 // std::bad_alloc. The first chunk stays in plain 4 KiB pages, so a small table costs only the
 // pages it writes; the others may be huge pages.
 class Arena {
@@ -67,7 +68,8 @@ class Arena {
     TALLY_CHECK(n <= kChunkUnits);
     size_t at = used_;
     if ((at & (kChunkUnits - 1)) + n > kChunkUnits) at = NextChunk(at);
-    if (at + n > (size_t{1} << 32)) throw std::bad_alloc();
+    // Keeps end() below 2^32, so that it fits a reference too.
+    if (at + n >= (size_t{1} << 32)) throw std::bad_alloc();
     while (chunks_.size() <= (at >> kChunkShift))
       chunks_.emplace_back(kChunkBytes, !chunks_.empty());
     used_ = at + n;
@@ -151,10 +153,17 @@ struct FlatState::Table {
   // if there is none.
   uint32_t RecordAt(size_t ref) const {
     if (ref < records.end() &&
-        (Arena::LeftInChunk(ref) < sizeof(Record) || Rec(static_cast<uint32_t>(ref))->state == 0)) {
+        (Arena::LeftInChunk(ref) < sizeof(Record) || StateAt(static_cast<uint32_t>(ref)) == 0)) {
       ref = Arena::NextChunk(ref);
     }
     return static_cast<uint32_t>(std::min<size_t>(ref, records.end()));
+  }
+  // The state byte of the record at `ref`, or 0 in the skipped rest of a chunk, where no record
+  // was ever made (so it is read as a byte, not through a Record).
+  uint8_t StateAt(uint32_t ref) const {
+    uint8_t state;
+    std::memcpy(&state, records.at(ref) + offsetof(Record, state), 1);
+    return state;
   }
   uint32_t FirstRecord() const { return RecordAt(1); }
   uint32_t NextRecord(uint32_t ref) const {
@@ -250,6 +259,7 @@ struct FlatState::Table {
     Record* r = Rec(ref);
     std::string_view key = r->key_view();
     const size_t i = Probe(key, hash);
+    if (index[i].ref == ref) return;  // indexed by an earlier IndexPending that did not finish
     if (index[i].ref != 0) {
       SetValue(Rec(index[i].ref), ValueOf(r));
       r->state = kSuperseded;

@@ -47,7 +47,9 @@ class FlatState final : public StateWriter {
   void Reserve(Cf cf, uint64_t keys);
 
   // Direct access for comparisons. Each key ever Put in `cf` has one record, named by a Ref
-  // below ref_end(cf); a deleted key keeps its record, marked absent.
+  // below ref_end(cf); a deleted key keeps its record, marked absent. Only the Refs that Find,
+  // FindMany and ForEach give name records: ref_end is a bound (the records take several units
+  // of the numbering each, so a vector<bool> of ref_end is several bits per key), not a count.
   using Ref = uint32_t;
   struct Item {
     std::string_view key;
