@@ -62,9 +62,12 @@ class Arena {
   static constexpr size_t kChunkUnits = size_t{1} << kChunkShift;
   static constexpr size_t kChunkBytes = kChunkUnits * kUnit;  // 8 MiB
 
+  // `bytes` rounded up to whole units.
+  static size_t Round(size_t bytes) { return (bytes + kUnit - 1) / kUnit * kUnit; }
+
   // The reference of `bytes` fresh bytes (rounded up to whole units; at most a chunk).
   uint32_t Alloc(size_t bytes) {
-    const size_t n = (bytes + kUnit - 1) / kUnit;
+    const size_t n = Round(bytes) / kUnit;
     TALLY_CHECK(n <= kChunkUnits);
     size_t at = used_;
     if ((at & (kChunkUnits - 1)) + n > kChunkUnits) at = NextChunk(at);
@@ -178,8 +181,7 @@ struct FlatState::Table {
 
   uint32_t NewRecord(std::string_view key, std::string_view value) {
     TALLY_CHECK(key.size() <= UINT16_MAX && value.size() <= UINT32_MAX);
-    const size_t bytes = sizeof(Record) + key.size() + value.size();
-    const size_t rounded = (bytes + Arena::kUnit - 1) / Arena::kUnit * Arena::kUnit;
+    const size_t rounded = Arena::Round(sizeof(Record) + key.size() + value.size());
     const uint32_t ref = records.Alloc(rounded);
     char* p = records.at(ref);
     new (p) Record{static_cast<uint16_t>(key.size()),
@@ -242,7 +244,7 @@ struct FlatState::Table {
     if (value.size() > room) {
       TALLY_CHECK(value.size() <= UINT32_MAX - kValueHeader);
       const uint32_t ref = values.Alloc(kValueHeader + value.size());
-      room = static_cast<uint32_t>((value.size() + Arena::kUnit - 1) / Arena::kUnit * Arena::kUnit);
+      room = static_cast<uint32_t>(Arena::Round(value.size()));
       std::memcpy(values.at(ref), &room, sizeof(room));
       r->value_ref = ref;
       at = values.at(ref) + kValueHeader;
@@ -328,9 +330,13 @@ struct FlatState::Table {
     }
   }
 
-  Record* Find(std::string_view key) {
+  // The record of `key`, or 0.
+  uint32_t FindRef(std::string_view key) {
     IndexPending();
-    const uint32_t ref = index[Probe(key, HashOf(key))].ref;
+    return index[Probe(key, HashOf(key))].ref;
+  }
+  Record* Find(std::string_view key) {
+    const uint32_t ref = FindRef(key);
     return ref == 0 ? nullptr : Rec(ref);
   }
 
@@ -439,9 +445,7 @@ FlatState::Item FlatState::At(Cf cf, Ref ref) const {
 }
 
 std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const {
-  Table& t = tables_[static_cast<size_t>(cf)];
-  t.IndexPending();
-  const uint32_t ref = t.index[t.Probe(key, HashOf(key))].ref;
+  const uint32_t ref = tables_[static_cast<size_t>(cf)].FindRef(key);
   if (ref == 0) return std::nullopt;
   return ref;
 }

@@ -466,11 +466,12 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   // fifth entry of each batch of 128 on).
   constexpr size_t kPrefetchAhead = 4;
   while (std::optional<EntryBatch> batch = channel.Pop()) {
-    for (size_t i = 0; i < batch->size(); ++i) {
-      if (i + kPrefetchAhead < batch->size() && (*batch)[i + kPrefetchAhead].entry.ok()) {
-        replayer.Prefetch(*(*batch)[i + kPrefetchAhead].entry);
+    const EntryBatch& b = *batch;
+    for (size_t i = 0; i < b.size(); ++i) {
+      if (i + kPrefetchAhead < b.size() && b[i + kPrefetchAhead].entry.ok()) {
+        replayer.Prefetch(*b[i + kPrefetchAhead].entry);
       }
-      replayer.Apply((*batch)[i].key, (*batch)[i].entry);
+      replayer.Apply(b[i].key, b[i].entry);
     }
   }
   r->rebuild_seconds = SecondsSince(start);
