@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <latch>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -60,6 +61,27 @@ struct Rotation {
   SigningKeyRecord record;
 };
 
+// What tests ask of a run (audit_internal.h): signatures all checked ahead, a fault injected.
+struct RunHooks {
+  bool all_signatures_ahead = false;
+  std::optional<audit_internal::VerifyFault> fault;
+  bool FailsAt(audit_internal::VerifyFault where) const { return fault == where; }
+};
+
+constexpr const char* kFailedInside = "failed_inside";  // Status reason: verify's own failure
+
+// Memory running out (or any other exception) in either thread is turned into an error, so that
+// verify exits 2 with a message instead of ending by std::terminate.
+Status FromException(std::string_view where) {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted("out of memory in " + std::string(where), kFailedInside);
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string(where) + " failed: " + e.what(), kFailedInside);
+  }
+}
+
 // Decoded entries, handed from the thread that reads the log to the thread that replays it, a
 // batch at a time; at most kBatches wait, so the log is never held in memory whole.
 struct EntryItem {
@@ -77,6 +99,7 @@ struct LogPass {
   TrustedKey ahead_key;   // what CheckSignatureAhead checks under: the given key, as first key
   size_t next_ahead = 0;  // the next checkpoint for CheckSignatureAhead
   bool all_signatures_ahead = false;          // tests: as if the replay were always behind
+  bool fail_at_first_entry = false;           // tests: throw std::bad_alloc there
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
   std::vector<Rotation> rotations;            // log order
   MemoryNodeStore nodes;                      // every complete node of the rebuilt tree
@@ -173,6 +196,7 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   EntryBatch batch;
   Status st =
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
+        if (pass->fail_at_first_entry) throw std::bad_alloc();
         uint64_t leaf = pass->frontier.size();
         writes.clear();
         pass->frontier.Append(LeafHash(v), &writes);
@@ -402,7 +426,7 @@ uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size) {
 // takes the next one when it has nothing else to do.
 class CompareQueue {
  public:
-  explicit CompareQueue(const FlatState& state) : state_(state) {
+  CompareQueue(const FlatState& state, bool fail) : state_(state), fail_(fail) {
     for (int i = 0; i < kCfCount; ++i) {
       auto cf = static_cast<Cf>(i);
       if (IsDerivedCf(cf) && cf != Cf::kTree) cfs_.push_back(cf);
@@ -414,6 +438,7 @@ class CompareQueue {
   Status Drain(const Store& store, const Snapshot* snap,
                std::vector<std::vector<Discrepancy>>* found) {
     for (size_t i = next_++; i < cfs_.size(); i = next_++) {
+      if (i == 0 && fail_) throw std::bad_alloc();
       Cf cf = cfs_[i];
       RETURN_IF_ERROR(
           CompareDerivedCf(store, snap, cf, state_, &(*found)[static_cast<size_t>(cf)]));
@@ -423,6 +448,7 @@ class CompareQueue {
 
  private:
   const FlatState& state_;
+  const bool fail_;  // tests: throw std::bad_alloc at the first column family
   std::vector<Cf> cfs_;
   std::atomic<size_t> next_{0};
 };
@@ -430,12 +456,16 @@ class CompareQueue {
 // Two threads over one snapshot. The other reads the log, rehashes it, decodes each entry and
 // hands it over; checks checkpoints and keys; and compares the tree column family with its tree.
 // This one replays the decoded entries into fresh derived state. Then both compare the other
-// derived column families with the replayed state.
+// derived column families with the replayed state. An exception in either thread ends its work
+// with an error and releases the other: the log thread closes the channel, the replay abandons
+// it; the compare runs only after a complete replay.
 Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
-               bool all_signatures_ahead, VerifyResult* r) {
+               const RunHooks& hooks, VerifyResult* r) {
+  using audit_internal::VerifyFault;
   EntryChannel channel(kBatches);
   LogPass pass;
-  pass.all_signatures_ahead = all_signatures_ahead;
+  pass.all_signatures_ahead = hooks.all_signatures_ahead;
+  pass.fail_at_first_entry = hooks.FailsAt(VerifyFault::kLogThread);
   pass.channel = &channel;
   pass.ahead_key = TrustedKey{"", key};
   RebuildResult rebuilt;
@@ -445,44 +475,66 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   Status log_status, log_compare_status;
   std::thread log_thread([&] {
     auto start = SteadyClock::now();
-    log_status = RunLogPass(store, snap, key, explicit_key, &pass);
-    if (log_status.ok()) {
-      log_status = CompareTree(store, snap, pass.nodes, pass.frontier.size(),
-                               &found[static_cast<size_t>(Cf::kTree)]);
+    try {
+      log_status = RunLogPass(store, snap, key, explicit_key, &pass);
+      if (log_status.ok()) {
+        log_status = CompareTree(store, snap, pass.nodes, pass.frontier.size(),
+                                 &found[static_cast<size_t>(Cf::kTree)]);
+      }
+    } catch (...) {
+      log_status = FromException("the log thread");
+      channel.Close();
     }
     r->log_seconds = SecondsSince(start);
     rebuilt_latch.wait();
-    log_compare_status = queue->Drain(store, snap, &found);
+    try {
+      if (queue) log_compare_status = queue->Drain(store, snap, &found);
+    } catch (...) {
+      log_compare_status = FromException("the compare");
+    }
   });
   auto start = SteadyClock::now();
-  // Room in the replay's tables for as many keys as the store holds, so that they do not regrow
-  // (rehashing, and touching fresh memory at every doubling) as the replay fills them.
-  for (int i = 0; i < kCfCount; ++i) {
-    auto cf = static_cast<Cf>(i);
-    if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
-  }
-  Replayer replayer(&rebuilt, &r->discrepancies);
-  // Each entry's likely misses are prefetched a few entries before it is applied (from the
-  // fifth entry of each batch of 128 on).
-  constexpr size_t kPrefetchAhead = 4;
-  while (std::optional<EntryBatch> batch = channel.Pop()) {
-    const EntryBatch& b = *batch;
-    for (size_t i = 0; i < b.size(); ++i) {
-      if (i + kPrefetchAhead < b.size() && b[i + kPrefetchAhead].entry.ok()) {
-        replayer.Prefetch(*b[i + kPrefetchAhead].entry);
-      }
-      replayer.Apply(b[i].key, b[i].entry);
+  Status replay_status;
+  try {
+    // Room in the replay's tables for as many keys as the store holds, so that they do not
+    // regrow (rehashing, and touching fresh memory at every doubling) as the replay fills them.
+    for (int i = 0; i < kCfCount; ++i) {
+      auto cf = static_cast<Cf>(i);
+      if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
     }
+    Replayer replayer(&rebuilt, &r->discrepancies);
+    // Each entry's likely misses are prefetched a few entries before it is applied (from the
+    // fifth entry of each batch of 128 on).
+    constexpr size_t kPrefetchAhead = 4;
+    while (std::optional<EntryBatch> batch = channel.Pop()) {
+      if (hooks.FailsAt(VerifyFault::kReplay)) throw std::bad_alloc();
+      const EntryBatch& b = *batch;
+      for (size_t i = 0; i < b.size(); ++i) {
+        if (i + kPrefetchAhead < b.size() && b[i + kPrefetchAhead].entry.ok()) {
+          replayer.Prefetch(*b[i + kPrefetchAhead].entry);
+        }
+        replayer.Apply(b[i].key, b[i].entry);
+      }
+    }
+    queue.emplace(rebuilt.state, hooks.FailsAt(VerifyFault::kCompare));
+  } catch (...) {
+    replay_status = FromException("the replay");
+    channel.Abandon();
   }
   r->rebuild_seconds = SecondsSince(start);
   start = SteadyClock::now();
-  queue.emplace(rebuilt.state);
+  Status st;
   rebuilt_latch.count_down();
-  Status st = queue->Drain(store, snap, &found);
+  try {
+    if (queue) st = queue->Drain(store, snap, &found);
+  } catch (...) {
+    st = FromException("the compare");
+  }
   log_thread.join();
   r->compare_seconds = SecondsSince(start);
-  RETURN_IF_ERROR(st);
+  RETURN_IF_ERROR(replay_status);
   RETURN_IF_ERROR(log_status);
+  RETURN_IF_ERROR(st);
   RETURN_IF_ERROR(log_compare_status);
   TALLY_CHECK(rebuilt.entries == pass.frontier.size());  // both read the same snapshot
   r->entries = rebuilt.entries;
@@ -497,7 +549,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   return Status::Ok();
 }
 
-VerifyResult VerifyImpl(const VerifyOptions& options, bool all_signatures_ahead) {
+VerifyResult VerifyImpl(const VerifyOptions& options, const RunHooks& hooks) {
   auto start = SteadyClock::now();
   VerifyResult r;
   auto opened = audit_internal::SecondaryStore::Open(options.data_dir);
@@ -513,10 +565,9 @@ VerifyResult VerifyImpl(const VerifyOptions& options, bool all_signatures_ahead)
     return r;
   }
   r.open_seconds = SecondsSince(start);
-  Status st = RunBoth((*opened)->store(), (*opened)->snapshot(), *key, explicit_key,
-                      all_signatures_ahead, &r);
+  Status st = RunBoth((*opened)->store(), (*opened)->snapshot(), *key, explicit_key, hooks, &r);
   if (!st.ok()) {
-    r.error = "cannot read the store: " + st.message();
+    r.error = st.reason() == kFailedInside ? st.message() : "cannot read the store: " + st.message();
     return r;
   }
   r.total_seconds = SecondsSince(start);
@@ -526,11 +577,14 @@ VerifyResult VerifyImpl(const VerifyOptions& options, bool all_signatures_ahead)
 
 }  // namespace
 
-VerifyResult Verify(const VerifyOptions& options) { return VerifyImpl(options, false); }
+VerifyResult Verify(const VerifyOptions& options) { return VerifyImpl(options, RunHooks{}); }
 
 namespace audit_internal {
 VerifyResult VerifyWithAllSignaturesAhead(const VerifyOptions& options) {
-  return VerifyImpl(options, true);
+  return VerifyImpl(options, RunHooks{.all_signatures_ahead = true, .fault = std::nullopt});
+}
+VerifyResult VerifyWithFault(const VerifyOptions& options, VerifyFault fault) {
+  return VerifyImpl(options, RunHooks{.all_signatures_ahead = false, .fault = fault});
 }
 }  // namespace audit_internal
 

@@ -20,16 +20,18 @@ class BoundedQueue {
   explicit BoundedQueue(size_t capacity) : capacity_(capacity < 1 ? 1 : capacity) {}
 
   // Appends `item`. While the queue is full, calls idle() (outside the lock) for other work, and
-  // waits for room once idle() returns false (nothing left to do).
+  // waits for room once idle() returns false (nothing left to do). Once the consumer has
+  // abandoned the queue, drops `item` and returns at once.
   template <typename Idle>
   void Push(T item, Idle&& idle) {
     std::unique_lock lock(mu_);
-    while (queue_.size() >= capacity_) {
+    while (queue_.size() >= capacity_ && !abandoned_) {
       lock.unlock();
       const bool worked = idle();
       lock.lock();
-      if (!worked) space_.wait(lock, [&] { return queue_.size() < capacity_; });
+      if (!worked) space_.wait(lock, [&] { return queue_.size() < capacity_ || abandoned_; });
     }
+    if (abandoned_) return;
     queue_.push_back(std::move(item));
     ready_.notify_one();
   }
@@ -52,12 +54,22 @@ class BoundedQueue {
     ready_.notify_all();
   }
 
+  // The consumer stops (it failed): what waits is dropped, and every Push from now on returns at
+  // once without its item, so a producer waiting for room is released.
+  void Abandon() {
+    std::lock_guard lock(mu_);
+    abandoned_ = true;
+    queue_.clear();
+    space_.notify_all();
+  }
+
  private:
   const size_t capacity_;
   std::mutex mu_;
   std::condition_variable ready_, space_;
   std::deque<T> queue_;
   bool closed_ = false;
+  bool abandoned_ = false;
 };
 
 }  // namespace tally

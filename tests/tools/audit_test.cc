@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -395,6 +396,37 @@ TEST_CASE("A full hand-over queue runs the producer's other work, then waits for
   consumer.join();
   CHECK(idle_calls == 3);
   CHECK(got == std::vector<int>{1, 2});
+}
+
+TEST_CASE("An abandoned hand-over queue releases a producer waiting for room", "[audit]") {
+  BoundedQueue<int> q(1);
+  q.Push(1, [] { return false; });
+  std::thread consumer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    q.Abandon();
+  });
+  q.Push(2, [] { return false; });  // full: waits until the consumer gives up
+  consumer.join();
+  q.Push(3, [] { return false; });  // dropped at once
+  q.Close();
+  CHECK(!q.Pop());
+}
+
+TEST_CASE("Verify running out of memory in either thread exits 2 with the error", "[audit]") {
+  using audit_internal::VerifyFault;
+  const VerifyOptions options{TheLedger().data, TheLedger().first_pub};
+  const std::pair<VerifyFault, std::string> cases[] = {
+      {VerifyFault::kLogThread, "out of memory in the log thread"},
+      {VerifyFault::kReplay, "out of memory in the replay"},
+      {VerifyFault::kCompare, "out of memory in the compare"},
+  };
+  for (const auto& [fault, error] : cases) {
+    INFO(error);
+    VerifyResult r = audit_internal::VerifyWithFault(options, fault);
+    CHECK(r.exit_code == kExitCannotRun);
+    CHECK(r.error == error);
+  }
+  CHECK(Verify(options).exit_code == kExitClean);
 }
 
 // What verify found, in a form two runs can be compared by.
