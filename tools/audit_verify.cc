@@ -567,7 +567,8 @@ VerifyResult VerifyImpl(const VerifyOptions& options, const RunHooks& hooks) {
   r.open_seconds = SecondsSince(start);
   Status st = RunBoth((*opened)->store(), (*opened)->snapshot(), *key, explicit_key, hooks, &r);
   if (!st.ok()) {
-    r.error = st.reason() == kFailedInside ? st.message() : "cannot read the store: " + st.message();
+    r.error =
+        st.reason() == kFailedInside ? st.message() : "cannot read the store: " + st.message();
     return r;
   }
   r.total_seconds = SecondsSince(start);
