@@ -412,6 +412,7 @@ class Session final : public SessionBase {
     const unsigned version = msg.version();
     const bool head = msg.method() == http::verb::head;
     HttpRequest req = TakeRequest();
+    if (server_.options.start && Start(req, version, keep_alive, head)) return;
     if (server_.blocking_pool && server_.options.may_block(req)) {
       // The handler runs on the blocking pool; the response comes back to this strand. The work
       // guard keeps the I/O threads running (Stop waits for them) until it has.
@@ -433,9 +434,15 @@ class Session final : public SessionBase {
   }
 
   HttpResponse Call(const HttpRequest& req) {
+    return Guarded([&] { return server_.handler(req); });
+  }
+
+  // A response made by `make`, or a 500 if it throws or gives a status out of range.
+  template <typename Make>
+  static HttpResponse Guarded(Make&& make) {
     HttpResponse res;
     try {
-      res = server_.handler(req);
+      res = make();
     } catch (const std::exception& e) {
       res = Internal(std::string("the request handler failed: ") + e.what());
     } catch (...) {
@@ -445,6 +452,51 @@ class Session final : public SessionBase {
       res = Internal("the request handler returned status " + std::to_string(res.status));
     }
     return res;
+  }
+
+  // Offers the request to options.start. Once taken, the request waits in pending_ until the
+  // responder's response comes back to this strand (it cannot come sooner: this handler holds
+  // the strand until it returns). Until the response is posted, the responder holds the session
+  // and a work guard that keeps the I/O threads running (Stop waits for them); a responder kept
+  // after its use, or after start declined, holds neither.
+  bool Start(HttpRequest& req, unsigned version, bool keep_alive, bool head) {
+    struct Answer {
+      std::atomic<bool> used{false};  // the first response only
+      std::shared_ptr<Session> self;
+      asio::executor_work_guard<asio::io_context::executor_type> work;
+    };
+    auto answer = std::make_shared<Answer>(false, Self(), asio::make_work_guard(server_.ioc));
+    HttpResponder respond = [answer, version, keep_alive,
+                             head](std::function<HttpResponse()> make) {
+      if (answer->used.exchange(true)) return;
+      std::shared_ptr<Session> self = std::move(answer->self);
+      auto strand = self->stream_.get_executor();
+      asio::post(strand,
+                 [self = std::move(self), make = std::move(make), version, keep_alive, head] {
+                   HttpResponse res = Guarded(make);
+                   HttpRequest taken = std::move(self->pending_);
+                   self->Respond(taken, std::move(res), version, keep_alive, head);
+                 });
+      answer->work.reset();  // the posted handler is work of its own
+    };
+    bool taken = false;
+    try {
+      taken = server_.options.start(req, respond);
+    } catch (const std::exception& e) {
+      std::string what = std::string("the request handler failed: ") + e.what();
+      respond([what] { return Internal(what); });
+      taken = true;
+    } catch (...) {
+      respond([] { return Internal("the request handler failed"); });
+      taken = true;
+    }
+    if (taken) {
+      pending_ = std::move(req);
+    } else if (!answer->used.exchange(true)) {
+      answer->self.reset();
+      answer->work.reset();
+    }
+    return taken;
   }
 
   // Answers a request the server refuses itself, then closes.
@@ -555,6 +607,7 @@ class Session final : public SessionBase {
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> response_;
   http::response<http::empty_body> continue_;
+  HttpRequest pending_;  // a request options.start took, until its response is made
   Phase phase_ = Phase::kIdle;
   bool first_request_ = true;
   bool close_after_write_ = false;

@@ -75,6 +75,11 @@ struct HttpResponse {
 // it must be thread-safe. An exception escaping it becomes a 500 problem response.
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
 
+// Hands the response to a request taken by HttpServerOptions::start back to the server: call it
+// exactly once, from any thread, with a function that makes the response. The server runs that
+// function on an I/O thread (an exception escaping it becomes a 500), then writes the response.
+using HttpResponder = std::function<void(std::function<HttpResponse()> make)>;
+
 struct HttpServerOptions {
   std::string host = "127.0.0.1";  // An IP address, or a host name resolved once at Start.
   uint16_t port = 8080;            // 0 picks a free port; see HttpServer::port().
@@ -84,6 +89,12 @@ struct HttpServerOptions {
   // I/O thread and must be cheap and thread-safe.
   int blocking_threads = 0;
   std::function<bool(const HttpRequest& request)> may_block;
+  // Optional, for requests that wait on something other than a thread (a commit): called on an
+  // I/O thread for every request, before may_block; returns false to leave the request to the
+  // handler, or true once it has taken it, and then calls `respond` (see HttpResponder). Until
+  // then the connection reads nothing more and Stop waits. Must be thread-safe and must not
+  // block; an exception escaping it becomes a 500.
+  std::function<bool(const HttpRequest& request, HttpResponder respond)> start;
   size_t request_body_bytes_max = 1 << 20;     // Larger bodies get 413.
   size_t request_header_bytes_max = 16 << 10;  // Larger headers (start line included) get 431.
   int read_timeout_ms = 10000;  // Limit on each read: the header, then the body; TLS handshake.

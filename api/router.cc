@@ -340,10 +340,11 @@ HttpResponse Replayable(bool replayed, HttpResponse r) {
 }
 
 // The first entry a write appended (or, replayed, appended the first time).
-Result<Entry> FirstEntry(const Call& c, const WriteResult& w) {
+Result<Entry> FirstEntry(const Ledger& ledger, const WriteResult& w) {
   if (w.count == 0) return Status::Internal("a write appended no entry");
-  return c.ledger()->GetEntry(w.first_id);
+  return ledger.GetEntry(w.first_id);
 }
+Result<Entry> FirstEntry(const Call& c, const WriteResult& w) { return FirstEntry(*c.ledger(), w); }
 
 // An entry as it was written: a holding entry's hold was pending then.
 EntryView AsWritten(Entry e) {
@@ -370,12 +371,15 @@ Result<Page<EntryView>> AsNow(const Call& c, Page<Entry> page) {
 }
 
 // 201 {"entry", "receipt"} for the first entry of a write, built from the log only.
-Result<HttpResponse> EntryWritten(const Call& c, const Result<WriteResult>& w) {
+Result<HttpResponse> EntryWritten(const Ledger& ledger, const Result<WriteResult>& w) {
   if (!w.ok()) return w.status();
-  ASSIGN_OR_RETURN(Entry e, FirstEntry(c, *w));
-  ASSIGN_OR_RETURN(Receipt receipt, c.ledger()->GetReceipt(e.id));
+  ASSIGN_OR_RETURN(Entry e, FirstEntry(ledger, *w));
+  ASSIGN_OR_RETURN(Receipt receipt, ledger.GetReceipt(e.id));
   return Replayable(w->replayed,
                     Respond(201, RenderEntryWithReceipt(AsWritten(std::move(e)), receipt)));
+}
+Result<HttpResponse> EntryWritten(const Call& c, const Result<WriteResult>& w) {
+  return EntryWritten(*c.ledger(), w);
 }
 
 Result<HttpResponse> ProgramWritten(const Call& c, const Result<WriteResult>& w, int status) {
@@ -436,6 +440,7 @@ Result<uint64_t> PathEntryId(const Call& c, const char* reason) {
 // Handlers: one per route. Each parses, calls the business layer, renders.
 
 using Handler = Result<HttpResponse> (*)(Call&);
+using Prepare = Result<AppendRequest> (*)(Call&);  // a checkout write (below)
 
 Result<HttpResponse> Health(Call&) { return Respond(200, RenderHealth("ok")); }
 
@@ -502,31 +507,33 @@ Result<HttpResponse> CustomerLots(Call& c) {
   return Respond(200, RenderLotPage(lots));
 }
 
-Result<HttpResponse> Earn(Call& c) {
+// The checkout writes are prepared here and answered by EntryWritten: Router::Handle waits for
+// the commit, Router::Start does not.
+Result<AppendRequest> Earn(Call& c) {
   ASSIGN_OR_RETURN(EarnRequest r, ParseEarn(c.request.body));
-  return EntryWritten(c, c.loyalty->Earn(c.Write(), c.params.program, r));
+  return c.loyalty->PrepareEarn(c.Write(), c.params.program, r);
 }
 
-Result<HttpResponse> Redeem(Call& c) {
+Result<AppendRequest> Redeem(Call& c) {
   ASSIGN_OR_RETURN(RedeemRequest r, ParseRedeem(c.request.body));
-  return EntryWritten(c, c.loyalty->Redeem(c.Write(), c.params.program, r));
+  return c.loyalty->PrepareRedeem(c.Write(), c.params.program, r);
 }
 
-Result<HttpResponse> Capture(Call& c) {
+Result<AppendRequest> Capture(Call& c) {
   RETURN_IF_ERROR(ParseEmpty(c.request.body));
   ASSIGN_OR_RETURN(uint64_t id, PathEntryId(c, "unknown_hold"));
-  return EntryWritten(c, c.loyalty->Capture(c.Write(), c.params.program, id));
+  return c.loyalty->PrepareCapture(c.Write(), c.params.program, id);
 }
 
-Result<HttpResponse> Void(Call& c) {
+Result<AppendRequest> Void(Call& c) {
   RETURN_IF_ERROR(ParseEmpty(c.request.body));
   ASSIGN_OR_RETURN(uint64_t id, PathEntryId(c, "unknown_hold"));
-  return EntryWritten(c, c.loyalty->Void(c.Write(), c.params.program, id));
+  return c.loyalty->PrepareVoid(c.Write(), c.params.program, id);
 }
 
-Result<HttpResponse> Reverse(Call& c) {
+Result<AppendRequest> Reverse(Call& c) {
   ASSIGN_OR_RETURN(ReversalRequest r, ParseReversal(c.request.body));
-  return EntryWritten(c, c.loyalty->Reverse(c.Write(), c.params.program, r));
+  return c.loyalty->PrepareReverse(c.Write(), c.params.program, r);
 }
 
 Result<HttpResponse> Adjust(Call& c) {
@@ -730,48 +737,55 @@ struct Route {
   std::string_view pattern;  // also the route's name in the metrics
   unsigned access;
   std::string_view query;  // the query parameters allowed, space-separated
-  Handler handler;
+  Handler handler;         // null for a checkout write, which has:
+  Prepare prepare;         // null for every other route
 };
 
 constexpr std::string_view kPaging = "limit cursor";
 
 const Route kRoutes[] = {
-    {"GET", "/healthz", kPublic, "", Health},
-    {"GET", "/readyz", kPublic, "", Ready},
-    {"GET", "/metrics", kPublic, "", MetricsText},
-    {"GET", "/v1/openapi.json", kPublic, "", OpenApi},
-    {"POST", "/v1/programs", kAdminOnly, "", CreateProgram},
-    {"GET", "/v1/programs", kStaff, kPaging, ListPrograms},
-    {"GET", "/v1/programs/{p}", kStaff, "", GetProgram},
-    {"PATCH", "/v1/programs/{p}", kAdminOnly, "", PatchProgram},
-    {"GET", "/v1/programs/{p}/customers/{c}", kStaff | kCustomerSelf, "", GetCustomer},
+    {"GET", "/healthz", kPublic, "", Health, nullptr},
+    {"GET", "/readyz", kPublic, "", Ready, nullptr},
+    {"GET", "/metrics", kPublic, "", MetricsText, nullptr},
+    {"GET", "/v1/openapi.json", kPublic, "", OpenApi, nullptr},
+    {"POST", "/v1/programs", kAdminOnly, "", CreateProgram, nullptr},
+    {"GET", "/v1/programs", kStaff, kPaging, ListPrograms, nullptr},
+    {"GET", "/v1/programs/{p}", kStaff, "", GetProgram, nullptr},
+    {"PATCH", "/v1/programs/{p}", kAdminOnly, "", PatchProgram, nullptr},
+    {"GET", "/v1/programs/{p}/customers/{c}", kStaff | kCustomerSelf, "", GetCustomer, nullptr},
     {"GET", "/v1/programs/{p}/customers/{c}/entries", kStaff | kCustomerSelf, kPaging,
-     CustomerEntries},
-    {"GET", "/v1/programs/{p}/customers/{c}/lots", kStaff | kCustomerSelf, kPaging, CustomerLots},
-    {"POST", "/v1/programs/{p}/earn", kCheckout, "", Earn},
-    {"POST", "/v1/programs/{p}/redeem", kCheckout, "", Redeem},
-    {"POST", "/v1/programs/{p}/holds/{entry_id}/capture", kCheckout, "", Capture},
-    {"POST", "/v1/programs/{p}/holds/{entry_id}/void", kCheckout, "", Void},
-    {"POST", "/v1/programs/{p}/reversals", kCheckout, "", Reverse},
-    {"POST", "/v1/programs/{p}/adjustments", kAdminOnly, "", Adjust},
-    {"POST", "/v1/programs/{p}/expire", kAdminOnly, "", Expire},
-    {"POST", "/v1/programs/{p}/rewards", kAdminOnly, "", AddReward},
-    {"GET", "/v1/programs/{p}/rewards", kCheckout | kCustomerProgram, kPaging, ListRewards},
-    {"POST", "/v1/programs/{p}/referral-codes", kCheckout | kCustomerProgram, "", CreateCode},
-    {"GET", "/v1/programs/{p}/referral-codes/{code}", kCheckout | kCustomerProgram, "", GetCode},
-    {"POST", "/v1/programs/{p}/referrals", kCheckout, "", Refer},
-    {"GET", "/v1/programs/{p}/reports/liability", kFinance, "from to", LiabilityReport},
-    {"GET", "/v1/programs/{p}/reports/balances", kFinance, "as_of limit cursor", BalancesReport},
-    {"GET", "/v1/programs/{p}/reports/activity", kFinance, "from to bucket", ActivityReport},
-    {"POST", "/v1/api-keys", kAdminOnly, "", CreateApiKey},
-    {"DELETE", "/v1/api-keys/{id}", kAdminOnly, "", RevokeApiKey},
-    {"GET", "/v1/ledger/checkpoint", kStaff, "", LedgerCheckpoint},
-    {"GET", "/v1/ledger/entries", kFinance, "program type limit cursor", LedgerEntries},
-    {"GET", "/v1/ledger/entries/{id}", kStaff, "", LedgerEntry},
-    {"GET", "/v1/ledger/consistency", kStaff, "from to", LedgerConsistency},
-    {"GET", "/v1/ledger/public-key", kStaff, "", LedgerPublicKey},
-    {"GET", "/v1/admin/replication", kAdminOnly, "", Replication},
-    {"POST", "/v1/admin/promote", kAdminOnly, "", Promote},
+     CustomerEntries, nullptr},
+    {"GET", "/v1/programs/{p}/customers/{c}/lots", kStaff | kCustomerSelf, kPaging, CustomerLots,
+     nullptr},
+    {"POST", "/v1/programs/{p}/earn", kCheckout, "", nullptr, Earn},
+    {"POST", "/v1/programs/{p}/redeem", kCheckout, "", nullptr, Redeem},
+    {"POST", "/v1/programs/{p}/holds/{entry_id}/capture", kCheckout, "", nullptr, Capture},
+    {"POST", "/v1/programs/{p}/holds/{entry_id}/void", kCheckout, "", nullptr, Void},
+    {"POST", "/v1/programs/{p}/reversals", kCheckout, "", nullptr, Reverse},
+    {"POST", "/v1/programs/{p}/adjustments", kAdminOnly, "", Adjust, nullptr},
+    {"POST", "/v1/programs/{p}/expire", kAdminOnly, "", Expire, nullptr},
+    {"POST", "/v1/programs/{p}/rewards", kAdminOnly, "", AddReward, nullptr},
+    {"GET", "/v1/programs/{p}/rewards", kCheckout | kCustomerProgram, kPaging, ListRewards,
+     nullptr},
+    {"POST", "/v1/programs/{p}/referral-codes", kCheckout | kCustomerProgram, "", CreateCode,
+     nullptr},
+    {"GET", "/v1/programs/{p}/referral-codes/{code}", kCheckout | kCustomerProgram, "", GetCode,
+     nullptr},
+    {"POST", "/v1/programs/{p}/referrals", kCheckout, "", Refer, nullptr},
+    {"GET", "/v1/programs/{p}/reports/liability", kFinance, "from to", LiabilityReport, nullptr},
+    {"GET", "/v1/programs/{p}/reports/balances", kFinance, "as_of limit cursor", BalancesReport,
+     nullptr},
+    {"GET", "/v1/programs/{p}/reports/activity", kFinance, "from to bucket", ActivityReport,
+     nullptr},
+    {"POST", "/v1/api-keys", kAdminOnly, "", CreateApiKey, nullptr},
+    {"DELETE", "/v1/api-keys/{id}", kAdminOnly, "", RevokeApiKey, nullptr},
+    {"GET", "/v1/ledger/checkpoint", kStaff, "", LedgerCheckpoint, nullptr},
+    {"GET", "/v1/ledger/entries", kFinance, "program type limit cursor", LedgerEntries, nullptr},
+    {"GET", "/v1/ledger/entries/{id}", kStaff, "", LedgerEntry, nullptr},
+    {"GET", "/v1/ledger/consistency", kStaff, "from to", LedgerConsistency, nullptr},
+    {"GET", "/v1/ledger/public-key", kStaff, "", LedgerPublicKey, nullptr},
+    {"GET", "/v1/admin/replication", kAdminOnly, "", Replication, nullptr},
+    {"POST", "/v1/admin/promote", kAdminOnly, "", Promote, nullptr},
 };
 
 void SetParam(std::string_view placeholder, std::string_view value, PathParams* params) {
@@ -879,28 +893,90 @@ Router::Router(Loyalty* loyalty, RouterOptions options)
   if (!options_.admin_key.empty()) admin_key_hash_ = Sha256(options_.admin_key);
 }
 
+namespace {
+
+struct Target {
+  std::string_view path, query;
+};
+Target SplitTarget(std::string_view target) {
+  size_t question = std::min(target.find('?'), target.size());
+  return {target.substr(0, question), target.substr(std::min(question + 1, target.size()))};
+}
+
+// The answer to an exception escaping the router.
+HttpResponse Thrown() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return Problem(Status::Internal(std::string("exception: ") + e.what()));
+  } catch (...) {
+    return Problem(Status::Internal("unknown exception"));
+  }
+}
+
+}  // namespace
+
 HttpResponse Router::Handle(const HttpRequest& request) {
   auto start = std::chrono::steady_clock::now();
   std::string route = "unmatched";
   HttpResponse response;
   try {
     response = Dispatch(request, &route);
-  } catch (const std::exception& e) {
-    response = Problem(Status::Internal(std::string("exception: ") + e.what()));
   } catch (...) {
-    response = Problem(Status::Internal("unknown exception"));
+    response = Thrown();
   }
   std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
   metrics_.Observe(route, response.status, seconds.count());
   return response;
 }
 
-HttpResponse Router::Dispatch(const HttpRequest& request, std::string* route_name) {
-  std::string_view target = request.target;
-  size_t question = std::min(target.find('?'), target.size());
-  std::string_view path = target.substr(0, question);
-  std::string_view query = target.substr(std::min(question + 1, target.size()));
+bool Router::Start(const HttpRequest& request, HttpResponder respond) {
+  auto start = std::chrono::steady_clock::now();
+  Target t = SplitTarget(request.target);
+  RouteMatch m = FindRoute(request.method, t.path);
+  if (m.route == nullptr || m.route->prepare == nullptr) return false;
+  const Route& route = *m.route;
+  // Answers through the server; the response is made, and the request counted, on its thread.
+  auto answer = [this, start, name = std::string(route.pattern),
+                 respond = std::move(respond)](std::function<HttpResponse()> make) {
+    respond([this, start, name, make = std::move(make)] {
+      HttpResponse response;
+      try {
+        response = make();
+      } catch (...) {
+        response = Thrown();
+      }
+      std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+      metrics_.Observe(name, response.status, seconds.count());
+      return response;
+    });
+  };
+  Result<AppendRequest> prepared = Status::Ok();
+  try {
+    Call call{request, t.path, std::move(m.params), {}, {}, {}, loyalty_, options_, metrics_};
+    Status admitted = Admit(route, t.query, *loyalty_, admin_key_hash_, &call);
+    if (!admitted.ok()) {
+      answer([admitted] { return Problem(admitted); });
+      return true;
+    }
+    prepared = route.prepare(call);
+  } catch (...) {
+    HttpResponse thrown = Thrown();
+    answer([thrown] { return thrown; });
+    return true;
+  }
+  loyalty_->Submit(std::move(prepared), [this, answer](Result<WriteResult> w) {
+    answer([this, w = std::move(w)]() -> HttpResponse {
+      Result<HttpResponse> response = EntryWritten(*loyalty_->ledger(), w);
+      if (response.ok()) return std::move(response).value();
+      return Problem(NamePrimary(response.status(), options_.primary_url));
+    });
+  });
+  return true;
+}
 
+HttpResponse Router::Dispatch(const HttpRequest& request, std::string* route_name) {
+  auto [path, query] = SplitTarget(request.target);
   RouteMatch m = FindRoute(request.method, path);
   if (m.route == nullptr && m.allow.empty()) return Problem(NotFound("no such path"));
   if (m.route == nullptr) {
@@ -914,7 +990,9 @@ HttpResponse Router::Dispatch(const HttpRequest& request, std::string* route_nam
   Call call{request, path, std::move(m.params), {}, {}, {}, loyalty_, options_, metrics_};
   Status admitted = Admit(route, query, *loyalty_, admin_key_hash_, &call);
   if (!admitted.ok()) return Problem(admitted);
-  Result<HttpResponse> response = route.handler(call);
+  Result<HttpResponse> response = route.prepare
+                                      ? EntryWritten(call, loyalty_->Write(route.prepare(call)))
+                                      : route.handler(call);
   if (response.ok()) return std::move(response).value();
   return Problem(NamePrimary(response.status(), options_.primary_url));
 }

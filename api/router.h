@@ -62,6 +62,12 @@ class Router {
   // Answers one request. Never throws.
   HttpResponse Handle(const HttpRequest& request);
 
+  // For HttpServerOptions::start: takes a checkout write (earn, redeem, capture, void,
+  // reversal) and answers it through `respond` once its commit is durable, without holding a
+  // thread while it waits; the response is what Handle would give, made on the server's thread.
+  // Returns false, having done nothing, for every other request. Never throws.
+  bool Start(const HttpRequest& request, HttpResponder respond);
+
   // The request counters and latencies that GET /metrics renders (Handle records every
   // response it makes).
   const Metrics& metrics() const { return metrics_; }

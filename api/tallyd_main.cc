@@ -69,8 +69,9 @@ constexpr const char* kUsage =
     "  --tls-key FILE         PEM private key\n"
     "  --threads N            HTTP I/O threads, which also answer reads (default: one per\n"
     "                         core, at least 2)\n"
-    "  --write-threads N      threads that run writes and wait for their commit: the most\n"
-    "                         writes in flight at once (default 128)\n"
+    "  --write-threads N      threads that run writes other than the checkout writes (earn,\n"
+    "                         redeem, capture, void, reversal) and wait for their commit: the\n"
+    "                         most such writes in flight at once (default 128)\n"
     "  --customer-cache N     customer views kept in memory, each until that customer changes\n"
     "                         (default 65536; 0: off)\n"
     "  --origin NAME          checkpoint origin and signing key name (default tally.local/ledger)\n"
@@ -432,7 +433,13 @@ int Run(const Flags& flags, const sigset_t& signals) {
   RouterOptions router_options = MakeRouterOptions(log.get(), worker.get());
   const bool bootstrap = router_options.admin_key.empty();
   Router router(loyalty.get(), std::move(router_options));
-  auto server = HttpServer::Start(ServerOptions(flags),
+  HttpServerOptions server_options = ServerOptions(flags);
+  // Checkout writes wait for their commit without a thread (Router::Start); other writes wait
+  // on one of the write threads.
+  server_options.start = [&router](const HttpRequest& r, HttpResponder respond) {
+    return router.Start(r, std::move(respond));
+  };
+  auto server = HttpServer::Start(std::move(server_options),
                                   [&router](const HttpRequest& r) { return router.Handle(r); });
   if (!server.ok()) return Fail(server.status().message());
   if (log) log->SetPrimaryUrl((*server)->url());

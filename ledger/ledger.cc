@@ -49,9 +49,11 @@ class StoreNodeReader final : public NodeReader {
   const Store* store_;
 };
 
+// A request queued for the writer, owned by the queue and then by the writer's group until its
+// `done` has been called.
 struct Pending {
   AppendRequest request;
-  std::promise<Result<AppendResult>> promise;
+  AppendDone done;
   Result<AppendResult> result = Status::Internal("undecided");
 };
 
@@ -473,7 +475,10 @@ void Ledger::Impl::WriterLoop() {
       }
     }
     RunGroup(group);
-    for (Pending* p : group) p->promise.set_value(std::move(p->result));
+    for (Pending* p : group) {
+      std::unique_ptr<Pending> owned(p);
+      owned->done(std::move(owned->result));
+    }
     group.clear();
   }
 }
@@ -763,19 +768,36 @@ Status Ledger::Writable() const {
   return Status::Ok();
 }
 
-Result<AppendResult> Ledger::Append(AppendRequest request) {
-  RETURN_IF_ERROR(Writable());
-  Pending p{std::move(request), {}, Status::Internal("undecided")};
-  auto future = p.promise.get_future();
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    if (impl_->shutting_down) return Status::Unavailable("ledger is shutting down");
-    if (impl_->queue.size() >= kWriterQueueRequestsMax) {
-      return Status::ResourceExhausted("writer queue full", "overloaded");
+void Ledger::Submit(AppendRequest request, AppendDone done) {
+  Status st = Writable();
+  if (st.ok()) {
+    auto p = std::make_unique<Pending>(
+        Pending{std::move(request), std::move(done), Status::Internal("undecided")});
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      if (impl_->shutting_down) {
+        st = Status::Unavailable("ledger is shutting down");
+      } else if (impl_->queue.size() >= kWriterQueueRequestsMax) {
+        st = Status::ResourceExhausted("writer queue full", "overloaded");
+      } else {
+        impl_->queue.push_back(p.release());
+      }
     }
-    impl_->queue.push_back(&p);
+    if (st.ok()) {
+      impl_->cv.notify_one();
+      return;
+    }
+    done = std::move(p->done);
   }
-  impl_->cv.notify_one();
+  done(std::move(st));
+}
+
+Result<AppendResult> Ledger::Append(AppendRequest request) {
+  // Shared with the writer, which may still be inside set_value when get returns.
+  auto promise = std::make_shared<std::promise<Result<AppendResult>>>();
+  auto future = promise->get_future();
+  Submit(std::move(request),
+         [promise](Result<AppendResult> r) { promise->set_value(std::move(r)); });
   return future.get();
 }
 

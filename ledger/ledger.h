@@ -95,6 +95,9 @@ struct AppendResult {
   uint64_t tree_size = 0;  // the tree size of the checkpoint covering the entries
 };
 
+// Called once with the outcome of a submitted request (Ledger::Submit).
+using AppendDone = std::function<void(Result<AppendResult>)>;
+
 struct Receipt {
   uint64_t leaf_index = 0;
   std::string entry;  // canonical bytes
@@ -144,6 +147,11 @@ class Ledger {
   // the disk has less than min_free_bytes free, ResourceExhausted ("insufficient_storage").
   // Thread-safe.
   Result<AppendResult> Append(AppendRequest request);
+  // The same without waiting: `done` gets what Append would return. It is called on the writer
+  // thread once the request's group is durable (or refused), or at once on this thread when the
+  // request is refused before it is queued. It must be quick, must not throw, and must not wait
+  // on the ledger (hand longer work to another thread). Thread-safe.
+  void Submit(AppendRequest request, AppendDone done);
 
   // A consistent read view of the current state; with `holds`, also a tree size whose every
   // commit group is in the view (for caches: see CustomerChangedAt). Thread-safe.

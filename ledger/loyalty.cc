@@ -300,8 +300,8 @@ Result<WriteResult> Loyalty::UpdateProgram(const WriteContext& w, const std::str
   })));
 }
 
-Result<WriteResult> Loyalty::Earn(const WriteContext& w, const std::string& program,
-                                  const EarnRequest& r) {
+Result<AppendRequest> Loyalty::PrepareEarn(const WriteContext& w, const std::string& program,
+                                           const EarnRequest& r) const {
   RETURN_IF_ERROR(CheckNewCustomerId(r.customer));
   if (r.points.has_value() == r.order_amount_minor.has_value()) {
     return BadRequest("give exactly one of points and order_amount_minor");
@@ -315,7 +315,7 @@ Result<WriteResult> Loyalty::Earn(const WriteContext& w, const std::string& prog
     return BadRequest("pending_days out of range");
   }
   if (r.description.size() > kDescriptionBytesMax) return BadRequest("description too long");
-  return ToWriteResult(ledger_->Append(MakeRequest(w, [program, r](DecideContext& ctx) -> Status {
+  return MakeRequest(w, [program, r](DecideContext& ctx) -> Status {
     ASSIGN_OR_RETURN(ProgramConfig p, LoadProgram(ctx.state(), program));
     int64_t now = ctx.now_us();
     int64_t points = 0;
@@ -349,11 +349,11 @@ Result<WriteResult> Loyalty::Earn(const WriteContext& w, const std::string& prog
     e.hold_until_us = until;
     e.expires_at_us = r.expires_at_us ? *r.expires_at_us : (until != 0 ? 0 : DefaultExpiry(p, now));
     return EmitOk(ctx, std::move(e));
-  })));
+  });
 }
 
-Result<WriteResult> Loyalty::Redeem(const WriteContext& w, const std::string& program,
-                                    const RedeemRequest& r) {
+Result<AppendRequest> Loyalty::PrepareRedeem(const WriteContext& w, const std::string& program,
+                                             const RedeemRequest& r) const {
   RETURN_IF_ERROR(CheckNewCustomerId(r.customer));
   if (r.points.has_value() == !r.reward_id.empty()) {
     return BadRequest("give exactly one of points and reward_id");
@@ -361,7 +361,7 @@ Result<WriteResult> Loyalty::Redeem(const WriteContext& w, const std::string& pr
   if (r.points) RETURN_IF_ERROR(CheckPoints(*r.points));
   if (!r.reward_id.empty() && !IsValidId(r.reward_id)) return BadRequest("bad reward_id");
   if (!r.order_id.empty() && !IsValidId(r.order_id)) return BadRequest("bad order_id");
-  return ToWriteResult(ledger_->Append(MakeRequest(w, [program, r](DecideContext& ctx) -> Status {
+  return MakeRequest(w, [program, r](DecideContext& ctx) -> Status {
     const StateReader& s = ctx.state();
     ASSIGN_OR_RETURN(ProgramConfig p, LoadProgram(s, program));
     int64_t points = r.points.value_or(0);
@@ -389,29 +389,66 @@ Result<WriteResult> Loyalty::Redeem(const WriteContext& w, const std::string& pr
                   {to, points, 0}};
     e.holds = r.hold;
     return EmitOk(ctx, std::move(e));
-  })));
+  });
+}
+
+Result<AppendRequest> Loyalty::PrepareCapture(const WriteContext& w, const std::string& program,
+                                              uint64_t entry_id) const {
+  return MakeRequest(w, [program, entry_id](DecideContext& ctx) {
+    return DecideResolve(ctx, program, entry_id, true);
+  });
+}
+
+Result<AppendRequest> Loyalty::PrepareVoid(const WriteContext& w, const std::string& program,
+                                           uint64_t entry_id) const {
+  return MakeRequest(w, [program, entry_id](DecideContext& ctx) {
+    return DecideResolve(ctx, program, entry_id, false);
+  });
+}
+
+Result<AppendRequest> Loyalty::PrepareReverse(const WriteContext& w, const std::string& program,
+                                              const ReversalRequest& r) const {
+  if (r.points) RETURN_IF_ERROR(CheckPoints(*r.points));
+  if (r.reason.size() > kDescriptionBytesMax) return BadRequest("reason too long");
+  return MakeRequest(w,
+                     [program, r](DecideContext& ctx) { return DecideReverse(ctx, program, r); });
+}
+
+Result<WriteResult> Loyalty::Earn(const WriteContext& w, const std::string& program,
+                                  const EarnRequest& r) {
+  return Write(PrepareEarn(w, program, r));
+}
+
+Result<WriteResult> Loyalty::Redeem(const WriteContext& w, const std::string& program,
+                                    const RedeemRequest& r) {
+  return Write(PrepareRedeem(w, program, r));
 }
 
 Result<WriteResult> Loyalty::Capture(const WriteContext& w, const std::string& program,
                                      uint64_t entry_id) {
-  return ToWriteResult(ledger_->Append(MakeRequest(w, [program, entry_id](DecideContext& ctx) {
-    return DecideResolve(ctx, program, entry_id, true);
-  })));
+  return Write(PrepareCapture(w, program, entry_id));
 }
 
 Result<WriteResult> Loyalty::Void(const WriteContext& w, const std::string& program,
                                   uint64_t entry_id) {
-  return ToWriteResult(ledger_->Append(MakeRequest(w, [program, entry_id](DecideContext& ctx) {
-    return DecideResolve(ctx, program, entry_id, false);
-  })));
+  return Write(PrepareVoid(w, program, entry_id));
 }
 
 Result<WriteResult> Loyalty::Reverse(const WriteContext& w, const std::string& program,
                                      const ReversalRequest& r) {
-  if (r.points) RETURN_IF_ERROR(CheckPoints(*r.points));
-  if (r.reason.size() > kDescriptionBytesMax) return BadRequest("reason too long");
-  return ToWriteResult(ledger_->Append(
-      MakeRequest(w, [program, r](DecideContext& ctx) { return DecideReverse(ctx, program, r); })));
+  return Write(PrepareReverse(w, program, r));
+}
+
+Result<WriteResult> Loyalty::Write(Result<AppendRequest> request) {
+  if (!request.ok()) return request.status();
+  return ToWriteResult(ledger_->Append(std::move(request).value()));
+}
+
+void Loyalty::Submit(Result<AppendRequest> request, WriteDone done) {
+  if (!request.ok()) return done(request.status());
+  ledger_->Submit(std::move(request).value(), [done = std::move(done)](Result<AppendResult> r) {
+    done(ToWriteResult(std::move(r)));
+  });
 }
 
 Result<WriteResult> Loyalty::Adjust(const WriteContext& w, const std::string& program,

@@ -6,6 +6,7 @@
 #define TALLY_LEDGER_LOYALTY_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -174,6 +175,25 @@ class Loyalty {
   Result<WriteResult> ActivateDue(const std::string& program);
   // Runs Expire and ActivateDue for every program (the background job). Returns entries written.
   Result<uint64_t> RunDueWork();
+
+  // The checkout writes above in two steps, for callers that do not wait: Prepare* checks the
+  // request (the errors the write itself would return first) and builds it; Submit queues it,
+  // and `done` gets what the write would return, on the ledger's writer thread (or at once on
+  // this thread when the request is refused first). `done` must be quick and must not wait
+  // on the ledger (Ledger::Submit). Earn(w, p, r) is Write(PrepareEarn(w, p, r)).
+  Result<AppendRequest> PrepareEarn(const WriteContext& w, const std::string& program,
+                                    const EarnRequest& r) const;
+  Result<AppendRequest> PrepareRedeem(const WriteContext& w, const std::string& program,
+                                      const RedeemRequest& r) const;
+  Result<AppendRequest> PrepareCapture(const WriteContext& w, const std::string& program,
+                                       uint64_t entry_id) const;
+  Result<AppendRequest> PrepareVoid(const WriteContext& w, const std::string& program,
+                                    uint64_t entry_id) const;
+  Result<AppendRequest> PrepareReverse(const WriteContext& w, const std::string& program,
+                                       const ReversalRequest& r) const;
+  using WriteDone = std::function<void(Result<WriteResult>)>;
+  Result<WriteResult> Write(Result<AppendRequest> request);
+  void Submit(Result<AppendRequest> request, WriteDone done);
 
   // Rewards. AlreadyExists "reward_exists" for an id already in the catalog.
   Result<WriteResult> AddReward(const WriteContext& w, const std::string& program,

@@ -709,6 +709,129 @@ TEST_CASE("Stop() waits for a request on the blocking pool and delivers its resp
   CHECK(server->connections() == 0);
 }
 
+TEST_CASE("Requests taken by start are answered later from another thread, in order", "[http]") {
+  HttpServerOptions options;
+  options.threads = 1;
+  std::mutex mu;
+  std::vector<std::pair<std::string, HttpResponder>> taken;  // guarded by mu
+  options.start = [&](const HttpRequest& req, HttpResponder respond) {
+    if (req.method != "POST") return false;
+    std::lock_guard lock(mu);
+    taken.emplace_back(req.target + " " + req.body, std::move(respond));
+    return true;
+  };
+  auto server = StartServer(options, Echo);
+  // Three writes wait at once without holding the one I/O thread...
+  std::vector<std::unique_ptr<Client>> writers;
+  for (int i = 0; i < 3; ++i) {
+    writers.push_back(std::make_unique<Client>(server->port()));
+    REQUIRE(writers.back()->Send(Post("/w" + std::to_string(i), "b" + std::to_string(i))));
+  }
+  REQUIRE(Eventually([&] {
+    std::lock_guard lock(mu);
+    return taken.size() == 3;
+  }));
+  // ...while a read goes to the handler and is answered.
+  Client reader(server->port());
+  REQUIRE(reader.Send(Get("/r")));
+  auto read = reader.ReadResponse();
+  REQUIRE(read);
+  CHECK(read->body == "GET /r 127.0.0.1 x-echo=|");
+  // Answered from another thread; a second answer to the same request is ignored.
+  std::thread answerer([&] {
+    std::lock_guard lock(mu);
+    for (auto& [what, respond] : taken) {
+      respond([what] {
+        HttpResponse res;
+        res.status = 201;
+        res.body = "later " + what;
+        return res;
+      });
+      respond([] { return HttpResponse{}; });
+    }
+    taken.clear();
+  });
+  answerer.join();
+  for (int i = 0; i < 3; ++i) {
+    auto res = writers[i]->ReadResponse();
+    REQUIRE(res);
+    CHECK(res->status == 201);
+    CHECK(res->body == "later /w" + std::to_string(i) + " b" + std::to_string(i));
+  }
+  // Pipelined: each taken request is answered before the next one is read.
+  std::thread pipeline_answerer([&] {
+    for (int answered = 0; answered < 2;) {
+      std::this_thread::sleep_for(10ms);
+      std::lock_guard lock(mu);
+      for (auto& [what, respond] : taken) {
+        respond([what] {
+          HttpResponse res;
+          res.body = "later " + what;
+          return res;
+        });
+        ++answered;
+      }
+      taken.clear();
+    }
+  });
+  Client pipelined(server->port());
+  REQUIRE(pipelined.Send(Post("/a", "1") + Get("/b") + Post("/c", "3")));
+  for (std::string want : {"later /a 1", "GET /b 127.0.0.1 x-echo=|", "later /c 3"}) {
+    auto res = pipelined.ReadResponse();
+    REQUIRE(res);
+    CHECK(res->body == want);
+  }
+  pipeline_answerer.join();
+}
+
+TEST_CASE("A response made by a responder that throws, or a start that throws, is a 500",
+          "[http]") {
+  HttpServerOptions options;
+  options.start = [](const HttpRequest& req, HttpResponder respond) {
+    if (req.target == "/start-throws") throw std::runtime_error("start <failed>");
+    respond([]() -> HttpResponse { throw std::runtime_error("make failed"); });
+    return true;
+  };
+  auto server = StartServer(options, Echo);
+  for (std::string target : {"/make-throws", "/start-throws"}) {
+    Client client(server->port());  // the server's own errors close the connection
+    REQUIRE(client.Send(Get(target)));
+    auto res = client.ReadResponse();
+    REQUIRE(res);
+    CHECK(res->status == 500);
+    CHECK(res->Header("content-type") == "application/problem+json");
+  }
+}
+
+TEST_CASE("Stop() waits for a request taken by start and delivers its response", "[http]") {
+  HttpServerOptions options;
+  std::promise<HttpResponder> taken;
+  options.start = [&taken](const HttpRequest&, HttpResponder respond) {
+    taken.set_value(std::move(respond));
+    return true;
+  };
+  auto server = StartServer(options, Echo);
+  Client slow(server->port());
+  REQUIRE(slow.Send(Get("/slow")));
+  auto future = taken.get_future();
+  REQUIRE(future.wait_for(5s) == std::future_status::ready);
+  HttpResponder respond = future.get();
+  std::thread stopper([&] { server->Stop(); });
+  std::this_thread::sleep_for(200ms);
+  CHECK(server->connections() == 1);  // still waiting for the response
+  respond([] {
+    HttpResponse res;
+    res.body = "done";
+    return res;
+  });
+  auto res = slow.ReadResponse();
+  REQUIRE(res);
+  CHECK(res->body == "done");
+  CHECK(res->Header("connection") == "close");
+  stopper.join();
+  CHECK(server->connections() == 0);
+}
+
 TEST_CASE("A blocking pool without may_block is refused", "[http]") {
   HttpServerOptions options;
   options.port = 0;
