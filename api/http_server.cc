@@ -471,13 +471,13 @@ class Session final : public SessionBase {
       if (answer->used.exchange(true)) return;
       std::shared_ptr<Session> self = std::move(answer->self);
       auto strand = self->stream_.get_executor();
-      asio::post(strand,
-                 [self = std::move(self), make = std::move(make), version, keep_alive, head] {
-                   HttpResponse res = Guarded(make);
-                   HttpRequest taken = std::move(self->pending_);
-                   self->Respond(taken, std::move(res), version, keep_alive, head);
-                 });
-      answer->work.reset();  // the posted handler is work of its own
+      // The guard goes with the handler and ends on an I/O thread once it has run.
+      asio::post(strand, [self = std::move(self), work = std::move(answer->work),
+                          make = std::move(make), version, keep_alive, head] {
+        HttpResponse res = Guarded(make);
+        HttpRequest taken = std::move(self->pending_);
+        self->Respond(taken, std::move(res), version, keep_alive, head);
+      });
     };
     bool taken = false;
     try {

@@ -28,7 +28,9 @@
 // for that time: while all `threads` threads are inside the handler, no other connection makes
 // progress (reads, writes, accepts and timeouts wait). So either size `threads` for the number of
 // requests that may block at once, or keep `threads` near the number of cores and send the
-// requests that block to the blocking pool, sized for how many may wait at once.
+// requests that block to the blocking pool, sized for how many may wait at once. A request that
+// waits on something that calls back (a durable commit) holds no thread at all: `start` takes
+// it, and its response is made and written on an I/O thread when it comes back.
 
 #ifndef TALLY_API_HTTP_SERVER_H_
 #define TALLY_API_HTTP_SERVER_H_
@@ -136,7 +138,9 @@ class HttpServer {
 
   // Graceful stop; returns when done. Stops accepting; closes connections waiting for a request;
   // lets a request being read or handled finish, and writes its response with "Connection:
-  // close"; then joins the pool threads. Bounded by the read and write timeouts. Idempotent. Must
+  // close"; then joins the pool threads. Bounded by the read and write timeouts, and by the
+  // handlers and responders it waits for (a request taken by `start` is waited for until it is
+  // answered). Idempotent. Must
   // not be called from a handler or from on_response (it would wait for itself).
   void Stop();
 

@@ -937,7 +937,7 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
   if (m.route == nullptr || m.route->prepare == nullptr) return false;
   const Route& route = *m.route;
   // Answers through the server; the response is made, and the request counted, on its thread.
-  auto answer = [this, start, name = std::string(route.pattern),
+  auto answer = [this, start, name = route.pattern,
                  respond = std::move(respond)](std::function<HttpResponse()> make) {
     respond([this, start, name, make = std::move(make)] {
       HttpResponse response;
@@ -947,7 +947,7 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
         response = Thrown();
       }
       std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-      metrics_.Observe(name, response.status, seconds.count());
+      metrics_.Observe(std::string(name), response.status, seconds.count());
       return response;
     });
   };

@@ -65,7 +65,9 @@ class Router {
   // For HttpServerOptions::start: takes a checkout write (earn, redeem, capture, void,
   // reversal) and answers it through `respond` once its commit is durable, without holding a
   // thread while it waits; the response is what Handle would give, made on the server's thread.
-  // Returns false, having done nothing, for every other request. Never throws.
+  // Returns false, having done nothing, for every other request. Errors (and exceptions in
+  // the checks) are answered through `respond` like any response; only memory running out
+  // before that can throw, which the server answers with a 500 of its own.
   bool Start(const HttpRequest& request, HttpResponder respond);
 
   // The request counters and latencies that GET /metrics renders (Handle records every

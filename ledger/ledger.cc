@@ -477,7 +477,13 @@ void Ledger::Impl::WriterLoop() {
     RunGroup(group);
     for (Pending* p : group) {
       std::unique_ptr<Pending> owned(p);
-      owned->done(std::move(owned->result));
+      try {
+        owned->done(std::move(owned->result));
+      } catch (...) {
+        // Only memory running out gets here (a completion hands its work to another thread).
+        // Its caller gets no answer (an HTTP client sees its connection closed); the writer and
+        // the rest of the group go on: the group is durable either way.
+      }
     }
     group.clear();
   }
@@ -780,7 +786,8 @@ void Ledger::Submit(AppendRequest request, AppendDone done) {
       } else if (impl_->queue.size() >= kWriterQueueRequestsMax) {
         st = Status::ResourceExhausted("writer queue full", "overloaded");
       } else {
-        impl_->queue.push_back(p.release());
+        impl_->queue.push_back(p.get());
+        p.release();  // owned by the queue
       }
     }
     if (st.ok()) {

@@ -1,7 +1,10 @@
 #include "ledger/ledger.h"
 
 #include <catch2/catch.hpp>
+#include <future>
 #include <map>
+#include <new>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -223,6 +226,40 @@ TEST_CASE("After a failed write the ledger refuses every write", "[ledger][fails
   CHECK(Balance(*ledger, "acme:customer:alice:available") == 10);
   CHECK(ledger->Append(Transfer("acme", "alice", 10, "b")).ok());
   CHECK(CheckRebuild(*ledger).empty());
+}
+
+TEST_CASE("Submitted requests complete on the writer, or at once when refused", "[ledger]") {
+  TempDir dir;
+  std::atomic<bool> fail{false};
+  auto ledger = OpenLedger(dir.path(), nullptr, [&] {
+    return fail ? Status::Unavailable("injected fsync error") : Status::Ok();
+  });
+  const auto caller = std::this_thread::get_id();
+  std::promise<std::pair<Result<AppendResult>, std::thread::id>> second;
+  // A completion that throws (memory running out) costs its caller the answer, nothing more:
+  // the rest of its group completes, and the writer goes on.
+  ledger->Submit(Transfer("acme", "alice", 10, "a"),
+                 [](Result<AppendResult>) { throw std::bad_alloc(); });
+  ledger->Submit(Transfer("acme", "alice", 5, "b"), [&](Result<AppendResult> r) {
+    second.set_value({std::move(r), std::this_thread::get_id()});
+  });
+  auto [done, on] = second.get_future().get();
+  REQUIRE(done.ok());
+  CHECK(on != caller);
+  CHECK(ledger->Append(Transfer("acme", "alice", 1, "c")).ok());
+  CHECK(Balance(*ledger, "acme:customer:alice:available") == 16);
+  // Once stopped, a submission is refused on the caller's thread, before it is queued.
+  fail = true;
+  CHECK_FALSE(ledger->Append(Transfer("acme", "alice", 1, "d")).ok());
+  std::optional<Status> refused;
+  std::thread::id refused_on;
+  ledger->Submit(Transfer("acme", "alice", 1, "e"), [&](Result<AppendResult> r) {
+    refused = r.status();
+    refused_on = std::this_thread::get_id();
+  });
+  REQUIRE(refused.has_value());
+  CHECK(refused->reason() == "ledger_stopped");
+  CHECK(refused_on == caller);
 }
 
 TEST_CASE("Eight threads appending ten thousand times each keep every balance exact",
