@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -951,7 +952,7 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
       return response;
     });
   };
-  Result<AppendRequest> prepared = Status::Ok();
+  std::optional<Result<AppendRequest>> prepared;
   try {
     Call call{request, t.path, std::move(m.params), {}, {}, {}, loyalty_, options_, metrics_};
     Status admitted = Admit(route, t.query, *loyalty_, admin_key_hash_, &call);
@@ -965,7 +966,7 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
     answer([thrown] { return thrown; });
     return true;
   }
-  loyalty_->Submit(std::move(prepared), [this, answer](Result<WriteResult> w) {
+  loyalty_->Submit(std::move(*prepared), [this, answer](Result<WriteResult> w) {
     answer([this, w = std::move(w)]() -> HttpResponse {
       Result<HttpResponse> response = EntryWritten(*loyalty_->ledger(), w);
       if (response.ok()) return std::move(response).value();
