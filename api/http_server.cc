@@ -461,11 +461,13 @@ class Session final : public SessionBase {
   // after its use, or after start declined, holds neither.
   bool Start(HttpRequest& req, unsigned version, bool keep_alive, bool head) {
     struct Answer {
+      Answer(std::shared_ptr<Session> s, asio::io_context& ioc)
+          : self(std::move(s)), work(asio::make_work_guard(ioc)) {}
       std::atomic<bool> used{false};  // the first response only
       std::shared_ptr<Session> self;
       asio::executor_work_guard<asio::io_context::executor_type> work;
     };
-    auto answer = std::make_shared<Answer>(false, Self(), asio::make_work_guard(server_.ioc));
+    auto answer = std::make_shared<Answer>(Self(), server_.ioc);
     HttpResponder respond = [answer, version, keep_alive,
                              head](std::function<HttpResponse()> make) {
       if (answer->used.exchange(true)) return;
