@@ -40,8 +40,8 @@ class SecondaryStore {
 VerifyResult VerifyWithAllSignaturesAhead(const VerifyOptions& options);
 
 // Where VerifyWithFault throws std::bad_alloc, as if memory ran out there: in the log thread
-// (at its first entry), in the replay (at its first batch), or in the compare (in the first
-// column family either thread takes).
+// (at its first entry), in the replay (at its first batch), or in the compare (in both
+// threads, before their first column family).
 enum class VerifyFault { kLogThread, kReplay, kCompare };
 // For tests: verify must then exit 2 (kExitCannotRun) with the error, and both threads end.
 VerifyResult VerifyWithFault(const VerifyOptions& options, VerifyFault fault);

@@ -98,8 +98,7 @@ struct LogPass {
   EntryChannel* channel = nullptr;  // where the decoded entries go, for the replay
   TrustedKey ahead_key;   // what CheckSignatureAhead checks under: the given key, as first key
   size_t next_ahead = 0;  // the next checkpoint for CheckSignatureAhead
-  bool all_signatures_ahead = false;          // tests: as if the replay were always behind
-  bool fail_at_first_entry = false;           // tests: throw std::bad_alloc there
+  const RunHooks* hooks = nullptr;            // what tests ask of the run
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
   std::vector<Rotation> rotations;            // log order
   MemoryNodeStore nodes;                      // every complete node of the rebuilt tree
@@ -196,7 +195,7 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   EntryBatch batch;
   Status st =
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
-        if (pass->fail_at_first_entry) throw std::bad_alloc();
+        if (pass->hooks->FailsAt(audit_internal::VerifyFault::kLogThread)) throw std::bad_alloc();
         uint64_t leaf = pass->frontier.size();
         writes.clear();
         pass->frontier.Append(LeafHash(v), &writes);
@@ -387,7 +386,7 @@ Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& k
   Status st = LoadCheckpoints(store, snap, pass);
   if (st.ok()) st = HashLog(store, snap, pass);
   pass->channel->Close();  // the replay ends here, whether or not the log could be read
-  if (pass->all_signatures_ahead) {
+  if (pass->hooks->all_signatures_ahead) {
     while (CheckSignatureAhead(pass)) {
     }
   }
@@ -426,7 +425,7 @@ uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size) {
 // takes the next one when it has nothing else to do.
 class CompareQueue {
  public:
-  CompareQueue(const FlatState& state, bool fail) : state_(state), fail_(fail) {
+  explicit CompareQueue(const FlatState& state) : state_(state) {
     for (int i = 0; i < kCfCount; ++i) {
       auto cf = static_cast<Cf>(i);
       if (IsDerivedCf(cf) && cf != Cf::kTree) cfs_.push_back(cf);
@@ -438,7 +437,6 @@ class CompareQueue {
   Status Drain(const Store& store, const Snapshot* snap,
                std::vector<std::vector<Discrepancy>>* found) {
     for (size_t i = next_++; i < cfs_.size(); i = next_++) {
-      if (i == 0 && fail_) throw std::bad_alloc();
       Cf cf = cfs_[i];
       RETURN_IF_ERROR(
           CompareDerivedCf(store, snap, cf, state_, &(*found)[static_cast<size_t>(cf)]));
@@ -448,7 +446,6 @@ class CompareQueue {
 
  private:
   const FlatState& state_;
-  const bool fail_;  // tests: throw std::bad_alloc at the first column family
   std::vector<Cf> cfs_;
   std::atomic<size_t> next_{0};
 };
@@ -464,14 +461,24 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   using audit_internal::VerifyFault;
   EntryChannel channel(kBatches);
   LogPass pass;
-  pass.all_signatures_ahead = hooks.all_signatures_ahead;
-  pass.fail_at_first_entry = hooks.FailsAt(VerifyFault::kLogThread);
+  pass.hooks = &hooks;
   pass.channel = &channel;
   pass.ahead_key = TrustedKey{"", key};
   RebuildResult rebuilt;
   std::optional<CompareQueue> queue;
   std::vector<std::vector<Discrepancy>> found(kCfCount);
   std::latch rebuilt_latch(1);
+  // Where both threads end: comparing column families until none is left, once the replay is
+  // complete.
+  auto drain = [&]() -> Status {
+    try {
+      if (!queue) return Status::Ok();
+      if (hooks.FailsAt(VerifyFault::kCompare)) throw std::bad_alloc();
+      return queue->Drain(store, snap, &found);
+    } catch (...) {
+      return FromException("the compare");
+    }
+  };
   Status log_status, log_compare_status;
   std::thread log_thread([&] {
     auto start = SteadyClock::now();
@@ -487,11 +494,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     }
     r->log_seconds = SecondsSince(start);
     rebuilt_latch.wait();
-    try {
-      if (queue) log_compare_status = queue->Drain(store, snap, &found);
-    } catch (...) {
-      log_compare_status = FromException("the compare");
-    }
+    log_compare_status = drain();
   });
   auto start = SteadyClock::now();
   Status replay_status;
@@ -516,20 +519,15 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
         replayer.Apply(b[i].key, b[i].entry);
       }
     }
-    queue.emplace(rebuilt.state, hooks.FailsAt(VerifyFault::kCompare));
+    queue.emplace(rebuilt.state);
   } catch (...) {
     replay_status = FromException("the replay");
     channel.Abandon();
   }
   r->rebuild_seconds = SecondsSince(start);
   start = SteadyClock::now();
-  Status st;
   rebuilt_latch.count_down();
-  try {
-    if (queue) st = queue->Drain(store, snap, &found);
-  } catch (...) {
-    st = FromException("the compare");
-  }
+  Status st = drain();
   log_thread.join();
   r->compare_seconds = SecondsSince(start);
   RETURN_IF_ERROR(replay_status);
