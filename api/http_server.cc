@@ -412,8 +412,10 @@ class Session final : public SessionBase {
     const unsigned version = msg.version();
     const bool head = msg.method() == http::verb::head;
     HttpRequest req = TakeRequest();
-    if (server_.options.start && Start(req, version, keep_alive, head)) return;
-    if (server_.blocking_pool && server_.options.may_block(req)) {
+    // Only a request that may block is offered to start (every request without may_block).
+    const bool may_block = !server_.options.may_block || server_.options.may_block(req);
+    if (server_.options.start && may_block && Start(req, version, keep_alive, head)) return;
+    if (server_.blocking_pool && may_block) {
       // The handler runs on the blocking pool; the response comes back to this strand. The work
       // guard keeps the I/O threads running (Stop waits for them) until it has.
       asio::post(*server_.blocking_pool,

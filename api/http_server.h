@@ -92,8 +92,9 @@ struct HttpServerOptions {
   int blocking_threads = 0;
   std::function<bool(const HttpRequest& request)> may_block;
   // Optional, for requests that wait on something other than a thread (a commit): called on an
-  // I/O thread for every request, before may_block; returns false to leave the request to the
-  // handler, or true once it has taken it, and then calls `respond` (see HttpResponder). Until
+  // I/O thread for every request that may_block picks (every request if may_block is not set),
+  // before it goes to the blocking pool; returns false to leave the request to the handler, or
+  // true once it has taken it, and then calls `respond` (see HttpResponder). Until
   // then the connection reads nothing more and Stop waits. Must be thread-safe and must not
   // block; an exception escaping it becomes a 500.
   std::function<bool(const HttpRequest& request, HttpResponder respond)> start;

@@ -915,20 +915,34 @@ HttpResponse Thrown() {
   }
 }
 
-}  // namespace
-
-HttpResponse Router::Handle(const HttpRequest& request) {
-  auto start = std::chrono::steady_clock::now();
+// make(&route) answers a request and names its route; the answer (a 500 if make throws) is
+// counted for the metrics from `start`.
+template <typename Make>
+HttpResponse Counted(Metrics& metrics, std::chrono::steady_clock::time_point start, Make&& make) {
   std::string route = "unmatched";
   HttpResponse response;
   try {
-    response = Dispatch(request, &route);
+    response = make(&route);
   } catch (...) {
     response = Thrown();
   }
   std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-  metrics_.Observe(route, response.status, seconds.count());
+  metrics.Observe(route, response.status, seconds.count());
   return response;
+}
+
+// A handler's result as the response: an error as a problem, naming the primary if it is one
+// of not being the primary.
+HttpResponse Answered(Result<HttpResponse> r, const RouterOptions& options) {
+  if (r.ok()) return std::move(r).value();
+  return Problem(NamePrimary(r.status(), options.primary_url));
+}
+
+}  // namespace
+
+HttpResponse Router::Handle(const HttpRequest& request) {
+  return Counted(metrics_, std::chrono::steady_clock::now(),
+                 [&](std::string* route) { return Dispatch(request, route); });
 }
 
 bool Router::Start(const HttpRequest& request, HttpResponder respond) {
@@ -941,15 +955,10 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
   auto answer = [this, start, name = route.pattern,
                  respond = std::move(respond)](std::function<HttpResponse()> make) {
     respond([this, start, name, make = std::move(make)] {
-      HttpResponse response;
-      try {
-        response = make();
-      } catch (...) {
-        response = Thrown();
-      }
-      std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
-      metrics_.Observe(std::string(name), response.status, seconds.count());
-      return response;
+      return Counted(metrics_, start, [&](std::string* counted_as) {
+        *counted_as = name;
+        return make();
+      });
     });
   };
   std::optional<Result<AppendRequest>> prepared;
@@ -967,10 +976,8 @@ bool Router::Start(const HttpRequest& request, HttpResponder respond) {
     return true;
   }
   loyalty_->Submit(std::move(*prepared), [this, answer](Result<WriteResult> w) {
-    answer([this, w = std::move(w)]() -> HttpResponse {
-      Result<HttpResponse> response = EntryWritten(*loyalty_->ledger(), w);
-      if (response.ok()) return std::move(response).value();
-      return Problem(NamePrimary(response.status(), options_.primary_url));
+    answer([this, w = std::move(w)] {
+      return Answered(EntryWritten(*loyalty_->ledger(), w), options_);
     });
   });
   return true;
@@ -991,11 +998,9 @@ HttpResponse Router::Dispatch(const HttpRequest& request, std::string* route_nam
   Call call{request, path, std::move(m.params), {}, {}, {}, loyalty_, options_, metrics_};
   Status admitted = Admit(route, query, *loyalty_, admin_key_hash_, &call);
   if (!admitted.ok()) return Problem(admitted);
-  Result<HttpResponse> response = route.prepare
-                                      ? EntryWritten(call, loyalty_->Write(route.prepare(call)))
-                                      : route.handler(call);
-  if (response.ok()) return std::move(response).value();
-  return Problem(NamePrimary(response.status(), options_.primary_url));
+  return Answered(route.prepare ? EntryWritten(call, loyalty_->Write(route.prepare(call)))
+                                : route.handler(call),
+                  options_);
 }
 
 }  // namespace tally
