@@ -26,28 +26,10 @@
 #include "ledger/records.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
+#include "ledger/tree_store.h"
 
 namespace tally {
 namespace {
-
-// Complete Merkle subtrees as stored in the tree column family.
-class StoreNodeReader final : public NodeReader {
- public:
-  explicit StoreNodeReader(const Store* store) : store_(store) {}
-  Result<Hash> GetNode(int level, uint64_t index) const override {
-    ASSIGN_OR_RETURN(std::optional<std::string> v, store_->Get(Cf::kTree, TreeKey(level, index)));
-    if (!v || v->size() != 32) {
-      return Status::DataLoss("missing tree node " + std::to_string(level) + "/" +
-                              std::to_string(index));
-    }
-    Hash h;
-    std::copy(v->begin(), v->end(), h.begin());
-    return h;
-  }
-
- private:
-  const Store* store_;
-};
 
 // A request queued for the writer, owned by the queue and then by the writer's group until its
 // `done` has been called.
@@ -309,9 +291,11 @@ Status Ledger::Impl::Load() {
                                                   options.dir + "/signing.pub", options.origin));
   signers.push_back(std::make_unique<Signer>(std::move(s)));
   ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
+  RETURN_IF_ERROR(UpgradeStorageFormat(*store));
 
   RETURN_IF_ERROR(LoadTail());
   // Not fatal: without it receipts come from the store, which reports a missing node itself.
+  static_assert(RecentLog::kHighLevel >= kTreeStoredFromLevel, "RecentLog loads stored levels");
   Status recent_loaded =
       recent.Reset(next_id, [this](int level, uint64_t count) -> Result<std::vector<Hash>> {
         std::vector<Hash> nodes;
@@ -393,7 +377,7 @@ Status Ledger::Impl::LoadTail() {
   RETURN_IF_ERROR(decode_status);
   next_id = last ? last->id + 1 : 0;
   last_time_us = last ? last->time_us : 0;
-  StoreNodeReader nodes(store.get());
+  StoreNodeReader nodes(store.get(), nullptr, kTreeStoredFromLevel);
   ASSIGN_OR_RETURN(frontier, MerkleFrontier::Load(nodes, next_id));
 
   return Status::Ok();
@@ -604,7 +588,8 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     nodes.clear();
     frontier.Append(LeafHash(g.entries[i]), &nodes);
     for (const NodeWrite& n : nodes) {
-      overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+      if (IsStoredTreeLevel(n.level))
+        overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
       all_nodes.push_back(n);
     }
   }
@@ -681,7 +666,8 @@ void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
     nodes.clear();
     frontier.Append(LeafHash(bytes), &nodes);
     for (const NodeWrite& n : nodes) {
-      overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+      if (IsStoredTreeLevel(n.level))
+        overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
       group_nodes.push_back(n);
     }
     group_entries.push_back(std::move(bytes));
@@ -840,7 +826,7 @@ Result<Receipt> Ledger::GetReceipt(uint64_t id) const {
     r.tree_size = held->tree_size;
     r.inclusion_proof = std::move(held->inclusion_proof);
   } else {
-    StoreNodeReader nodes(impl_->store.get());
+    StoreNodeReader nodes(impl_->store.get(), nullptr, kTreeStoredFromLevel);
     ASSIGN_OR_RETURN(r.entry, GetEntryBytes(id));
     RETURN_IF_ERROR(impl_->store->Scan(Cf::kCheckpoints, CheckpointKey(id + 1), "", false, nullptr,
                                        [&](std::string_view k, std::string_view v) {
@@ -883,7 +869,7 @@ Result<std::vector<Hash>> Ledger::GetConsistencyProof(uint64_t from, uint64_t to
   if (from == 0 || from > to || to > impl_->committed_size) {
     return Status::InvalidArgument("need 0 < from <= to <= tree size");
   }
-  StoreNodeReader nodes(impl_->store.get());
+  StoreNodeReader nodes(impl_->store.get(), nullptr, kTreeStoredFromLevel);
   return ConsistencyProof(nodes, from, to);
 }
 

@@ -5,6 +5,7 @@
 #include "ledger/coding.h"
 #include "ledger/entry.h"
 #include "ledger/keys.h"
+#include "ledger/tree_store.h"
 
 namespace tally {
 
@@ -115,10 +116,10 @@ Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
 }
 
 Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
-                   uint64_t size, std::vector<Discrepancy>* found) {
-  // The expected keys in key order: level 0 indices 0 .. size-1, level 1 ..., while a level has
-  // a complete node.
-  int level = 0;
+                   uint64_t size, int lowest_level, std::vector<Discrepancy>* found) {
+  // The expected keys in key order: level `lowest_level` indices 0 .. (size >> level) - 1, the
+  // next level ..., while a level has a complete node.
+  int level = lowest_level;
   uint64_t index = 0;
   auto at_end = [&] { return level >= 64 || (size >> level) == 0; };
   auto advance = [&] {
@@ -161,7 +162,9 @@ Status CompareDerivedState(const Store& store, const Snapshot* snapshot,
     auto cf = static_cast<Cf>(i);
     if (!IsDerivedCf(cf)) continue;
     if (cf == Cf::kTree) {
-      RETURN_IF_ERROR(CompareTree(store, snapshot, rebuilt.tree, rebuilt.frontier.size(), found));
+      ASSIGN_OR_RETURN(uint64_t format, ReadStorageFormat(store, snapshot));
+      RETURN_IF_ERROR(CompareTree(store, snapshot, rebuilt.tree, rebuilt.frontier.size(),
+                                  LowestStoredTreeLevel(format), found));
     } else {
       RETURN_IF_ERROR(CompareDerivedCf(store, snapshot, cf, rebuilt.state, found));
     }

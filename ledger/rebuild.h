@@ -69,10 +69,11 @@ Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult*
 Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
                         const FlatState& rebuilt, std::vector<Discrepancy>* found);
 
-// Compares the tree column family with the complete nodes of a tree of `size` leaves: one scan,
-// in key order (level, then index), no look-ups.
+// Compares the tree column family with the complete nodes of a tree of `size` leaves from
+// `lowest_level` up (what the store's format keeps: LowestStoredTreeLevel): one scan, in key
+// order (level, then index), no look-ups.
 Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
-                   uint64_t size, std::vector<Discrepancy>* found);
+                   uint64_t size, int lowest_level, std::vector<Discrepancy>* found);
 
 // Every derived column family, tree included, against what RebuildState made.
 Status CompareDerivedState(const Store& store, const Snapshot* snapshot,

@@ -118,14 +118,15 @@ class RocksSnapshot final : public Snapshot {
   const rocksdb::Snapshot* snap_;
 };
 
-// Every read. Tally never writes range deletions (no DeleteRange anywhere), so the serving store
-// skips looking for range tombstones in each memtable and file it visits. Other modes (the audit
-// reads a secondary) keep RocksDB's full semantics: a range deletion written by anything else
-// then hides what it covers, and verify reports those keys missing.
+// Every read. Tally writes range deletions in the tree column family only (the storage format
+// upgrade, StoreBatch::DeleteRange), so the serving store skips looking for range tombstones in
+// each memtable and file it visits in every other family. Other modes (the audit reads a
+// secondary) keep RocksDB's full semantics: a range deletion written by anything else then hides
+// what it covers, and verify reports those keys missing.
 // Reads through `snapshot` when given, else the latest state.
-rocksdb::ReadOptions ReadOpts(Store::Mode mode, const Snapshot* snapshot) {
+rocksdb::ReadOptions ReadOpts(Store::Mode mode, const Snapshot* snapshot, bool tree) {
   rocksdb::ReadOptions ro;
-  ro.ignore_range_deletions = mode == Store::Mode::kReadWrite;
+  ro.ignore_range_deletions = mode == Store::Mode::kReadWrite && !tree;
   if (snapshot) ro.snapshot = static_cast<const RocksSnapshot*>(snapshot)->get();
   return ro;
 }
@@ -208,6 +209,10 @@ void StoreBatch::Put(Cf cf, std::string_view key, std::string_view value) {
 void StoreBatch::Delete(Cf cf, std::string_view key) {
   TALLY_CHECK(rep_->batch.Delete(rep_->store->cf(cf), ToSlice(key)).ok());
 }
+void StoreBatch::DeleteRange(Cf cf, std::string_view begin, std::string_view end) {
+  TALLY_CHECK(cf == Cf::kTree);  // ReadOpts: the other families' reads skip range tombstones
+  TALLY_CHECK(rep_->batch.DeleteRange(rep_->store->cf(cf), ToSlice(begin), ToSlice(end)).ok());
+}
 size_t StoreBatch::count() const { return rep_->batch.Count(); }
 size_t StoreBatch::bytes() const { return rep_->batch.GetDataSize(); }
 
@@ -250,7 +255,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
 
 Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
                                               const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, cf == Cf::kTree);
   std::string value;
   rocksdb::Status s = rep_->db->Get(ro, rep_->cf(cf), ToSlice(key), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
@@ -260,7 +265,9 @@ Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
 
 Result<std::vector<std::optional<std::string>>> Store::MultiGet(
     const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
+  bool tree = false;
+  for (const auto& [cf, key] : keys) tree = tree || cf == Cf::kTree;
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, tree);
   std::vector<rocksdb::ColumnFamilyHandle*> cfs;
   std::vector<rocksdb::Slice> slices;
   cfs.reserve(keys.size());
@@ -284,7 +291,7 @@ Result<std::vector<std::optional<std::string>>> Store::MultiGet(
 
 Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                    const Snapshot* snapshot, const ScanFn& fn) const {
-  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot);
+  rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, cf == Cf::kTree);
   rocksdb::Slice lower = ToSlice(start), upper = ToSlice(end);
   ro.iterate_lower_bound = &lower;
   if (!end.empty()) ro.iterate_upper_bound = &upper;
@@ -327,6 +334,14 @@ Status Store::CreateCheckpoint(const std::string& dir) const {
   std::unique_ptr<rocksdb::Checkpoint> cp(raw);
   // log_size_for_flush = 0: flush memtables first so the copy holds every synced write.
   return FromRocks(cp->CreateCheckpoint(dir, 0), "checkpoint " + dir);
+}
+
+Status Store::CompactRange(Cf cf, std::string_view begin, std::string_view end) {
+  if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
+  rocksdb::CompactRangeOptions o;
+  o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  rocksdb::Slice b = ToSlice(begin), e = ToSlice(end);
+  return FromRocks(rep_->db->CompactRange(o, rep_->cf(cf), &b, &e), "compact");
 }
 
 Status Store::CatchUp() {

@@ -31,6 +31,9 @@ class StoreBatch {
 
   void Put(Cf cf, std::string_view key, std::string_view value);
   void Delete(Cf cf, std::string_view key);
+  // Deletes every key in [begin, end) with one range tombstone. The tree column family only:
+  // reads of the others skip range tombstones (cheaper, and they never hold one).
+  void DeleteRange(Cf cf, std::string_view begin, std::string_view end);
   size_t bytes() const;
   size_t count() const;
 
@@ -84,6 +87,11 @@ class Store {
 
   // kSecondary: catch up with the primary's latest writes.
   Status CatchUp();
+
+  // Compacts the keys in [begin, end) of `cf` down to the last level, dropping deleted keys
+  // and their tombstones (after a range deletion: the space comes back now, not whenever
+  // compaction would reach those files).
+  Status CompactRange(Cf cf, std::string_view begin, std::string_view end);
 
   // Bytes of live SST and WAL files (for the disk-usage report).
   Result<uint64_t> LiveBytes() const;

@@ -26,6 +26,7 @@
 #include "ledger/note.h"
 #include "ledger/records.h"
 #include "ledger/signer.h"
+#include "ledger/tree_store.h"
 #include "tools/audit.h"
 #include "tools/audit_internal.h"
 #include "tools/bounded_queue.h"
@@ -411,14 +412,50 @@ void NameEntries(std::vector<Discrepancy>* found) {
   }
 }
 
-uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size) {
+uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size, int lowest_tree_level) {
   uint64_t n = 0;
   for (int i = 0; i < kCfCount; ++i) {
     auto cf = static_cast<Cf>(i);
     if (IsDerivedCf(cf) && cf != Cf::kTree) n += state.size(cf);
   }
-  for (int level = 0; level < 64 && (tree_size >> level) > 0; ++level) n += tree_size >> level;
+  for (int level = lowest_tree_level; level < 64 && (tree_size >> level) > 0; ++level) {
+    n += tree_size >> level;
+  }
   return n;
+}
+
+// The lowest level the tree column family holds: what the storage format key says (format 1, no
+// key: every level; format 2: from kTreeStoredFromLevel), checked against the tree itself, whose
+// first key is below kTreeStoredFromLevel only in format 1. A key that is not a known format or
+// disagrees with the tree is a discrepancy, and the tree decides.
+Result<int> StoredTreeLevels(const Store& store, const Snapshot* snap,
+                             std::vector<Discrepancy>* found) {
+  std::optional<int> first_level;
+  RETURN_IF_ERROR(
+      store.Scan(Cf::kTree, "", "", false, snap, [&](std::string_view k, std::string_view) {
+        if (!k.empty()) first_level = static_cast<uint8_t>(k[0]);
+        return false;
+      }));
+  std::optional<int> by_tree;
+  if (first_level) by_tree = LowestStoredTreeLevel(*first_level < kTreeStoredFromLevel ? 1 : 2);
+  ASSIGN_OR_RETURN(std::optional<std::string> key, store.Get(Cf::kMeta, kMetaFormat, snap));
+  Result<uint64_t> format = ReadStorageFormat(store, snap);
+  if (!format.ok()) {
+    found->push_back(AtMeta(
+        "storage format is not one this build reads: " + format.status().message(), kMetaFormat,
+        "1 to " + std::to_string(kStorageFormat), key ? HexEncode(*key) : "nothing"));
+    return by_tree.value_or(kTreeStoredFromLevel);
+  }
+  const int by_key = LowestStoredTreeLevel(*format);
+  if (by_tree && *by_tree != by_key) {
+    found->push_back(AtMeta("storage format disagrees with the tree column family", kMetaFormat,
+                            *by_tree == 0 ? "format 1 (no key): the tree keeps level 0"
+                                          : "format 2: the tree keeps no level below " +
+                                                std::to_string(kTreeStoredFromLevel),
+                            key ? HexEncode(*key) : "nothing"));
+    return *by_tree;
+  }
+  return by_key;
 }
 
 // The derived column families (all but the tree) still to compare, largest first; either thread
@@ -459,6 +496,9 @@ class CompareQueue {
 Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key, bool explicit_key,
                const RunHooks& hooks, VerifyResult* r) {
   using audit_internal::VerifyFault;
+  std::vector<std::vector<Discrepancy>> found(kCfCount);
+  ASSIGN_OR_RETURN(const int lowest_tree_level,
+                   StoredTreeLevels(store, snap, &found[static_cast<size_t>(Cf::kMeta)]));
   EntryChannel channel(kBatches);
   LogPass pass;
   pass.hooks = &hooks;
@@ -466,7 +506,6 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   pass.ahead_key = TrustedKey{"", key};
   RebuildResult rebuilt;
   std::optional<CompareQueue> queue;
-  std::vector<std::vector<Discrepancy>> found(kCfCount);
   std::latch rebuilt_latch(1);
   // Where both threads end: comparing column families until none is left, once the replay is
   // complete.
@@ -485,7 +524,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     try {
       log_status = RunLogPass(store, snap, key, explicit_key, &pass);
       if (log_status.ok()) {
-        log_status = CompareTree(store, snap, pass.nodes, pass.frontier.size(),
+        log_status = CompareTree(store, snap, pass.nodes, pass.frontier.size(), lowest_tree_level,
                                  &found[static_cast<size_t>(Cf::kTree)]);
       }
     } catch (...) {
@@ -537,7 +576,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   TALLY_CHECK(rebuilt.entries == pass.frontier.size());  // both read the same snapshot
   r->entries = rebuilt.entries;
   r->checkpoints = pass.checkpoints.size();
-  r->derived_keys = CountDerivedKeys(rebuilt.state, pass.frontier.size());
+  r->derived_keys = CountDerivedKeys(rebuilt.state, pass.frontier.size(), lowest_tree_level);
   r->keys = std::move(pass.keys);
   for (auto& cf_found : found) {
     for (Discrepancy& d : cf_found) r->discrepancies.push_back(std::move(d));

@@ -23,11 +23,13 @@
 #include "ledger/keys.h"
 #include "ledger/ledger.h"
 #include "ledger/loyalty.h"
+#include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/records.h"
 #include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
+#include "ledger/tree_store.h"
 #include "tests/test_util.h"
 #include "tools/audit_internal.h"
 #include "tools/bounded_queue.h"
@@ -270,26 +272,142 @@ TEST_CASE("Verify names the column family of one flipped byte in each column fam
   for (int i = 0; i < kCfCount; ++i) {
     auto cf = static_cast<Cf>(i);
     INFO("column family " << kCfNames[i]);
-    TempDir t;
-    std::string data = CopyOf(t);
+    std::vector<std::string> keys;
+    {
+      TempDir t;
+      keys = Keys(*OpenWritable(CopyOf(t)), cf);
+    }
+    REQUIRE(!keys.empty());
+    // One key in the middle; every key of the default column family (the latest checkpoint and
+    // the storage format), each in its own copy.
+    std::vector<std::string> flips = {cf == Cf::kEntries ? EntryKey(5) : keys[keys.size() / 2]};
+    if (cf == Cf::kMeta) flips = keys;
+    for (const std::string& key : flips) {
+      INFO("key " << HexEncode(key));
+      TempDir t;
+      std::string data = CopyOf(t);
+      {
+        auto store = OpenWritable(data);
+        std::string value = Ok(store->Get(cf, key)).value();
+        if (value.empty()) {
+          value = "x";
+        } else {
+          value[value.size() / 2] ^= 0x01;
+        }
+        Put(*store, cf, key, value);
+      }
+      VerifyResult r = VerifyWithFirstKey(data);
+      INFO(Lines(r));
+      CHECK(r.exit_code == kExitDiscrepancy);
+      CHECK((cf == Cf::kEntries ? NamesEntry(r, 5) : Names(r, cf)));
+    }
+  }
+}
+
+// Turns a copy of the shared directory (format 2) into the format 1 store an earlier build
+// wrote: every tree level from 0, and no format key.
+void MakeFormat1(const std::string& data) {
+  auto store = OpenWritable(data);
+  StoreBatch b(*store);
+  MerkleFrontier frontier;
+  std::vector<NodeWrite> nodes;
+  REQUIRE(store
+              ->Scan(Cf::kEntries, "", "", false, nullptr,
+                     [&](std::string_view, std::string_view v) {
+                       frontier.Append(LeafHash(v), &nodes);
+                       return true;
+                     })
+              .ok());
+  for (const NodeWrite& n : nodes) {
+    if (!IsStoredTreeLevel(n.level)) b.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+  }
+  b.Delete(Cf::kMeta, kMetaFormat);
+  REQUIRE(store->Write(b).ok());
+}
+
+uint64_t TreeKeysBelow(const Store& store, int level) {
+  uint64_t n = 0;
+  for (const std::string& k : Keys(store, Cf::kTree)) n += static_cast<uint8_t>(k[0]) < level;
+  return n;
+}
+
+TEST_CASE("Verify reads a format 1 store, which the ledger upgrades when it opens", "[audit]") {
+  TempDir t;
+  std::string data = CopyOf(t);
+  {
+    auto store = OpenWritable(data);
+    CHECK(Ok(ReadStorageFormat(*store, nullptr)) == kStorageFormat);
+    CHECK(TreeKeysBelow(*store, kTreeStoredFromLevel) == 0);
+  }
+  MakeFormat1(data);
+  VerifyResult r = VerifyWithFirstKey(data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitClean);
+  SECTION("a level 0 node missing from a format 1 store is found") {
     {
       auto store = OpenWritable(data);
-      std::vector<std::string> keys = Keys(*store, cf);
-      REQUIRE(!keys.empty());
-      std::string key = cf == Cf::kEntries ? EntryKey(5) : keys[keys.size() / 2];
-      std::string value = Ok(store->Get(cf, key)).value();
-      if (value.empty()) {
-        value = "x";
-      } else {
-        value[value.size() / 2] ^= 0x01;
-      }
-      Put(*store, cf, key, value);
+      StoreBatch b(*store);
+      b.Delete(Cf::kTree, TreeKey(0, 3));
+      REQUIRE(store->Write(b).ok());
     }
-    VerifyResult r = VerifyWithFirstKey(data);
-    INFO(Lines(r));
-    CHECK(r.exit_code == kExitDiscrepancy);
-    CHECK((cf == Cf::kEntries ? NamesEntry(r, 5) : Names(r, cf)));
+    VerifyResult missing = VerifyWithFirstKey(data);
+    INFO(Lines(missing));
+    CHECK(missing.exit_code == kExitDiscrepancy);
+    CHECK(Names(missing, Cf::kTree, 3));
   }
+  SECTION("the ledger upgrades it to format 2 and the result verifies") {
+    {
+      LedgerOptions o;
+      o.dir = data;
+      auto ledger = Ok(Ledger::Open(o));
+      CHECK(Ok(ReadStorageFormat(*ledger->store(), nullptr)) == kStorageFormat);
+      CHECK(TreeKeysBelow(*ledger->store(), kTreeStoredFromLevel) == 0);
+      // Receipts of entries written before the upgrade come from the store, with the nodes
+      // below level 4 hashed from the log.
+      for (uint64_t id = 0; id < TheLedger().size; ++id) {
+        INFO("entry " << id);
+        Receipt receipt = Ok(ledger->GetReceipt(id));
+        auto note = Ok(ParseNote(receipt.checkpoint));
+        Checkpoint cp = Ok(ParseCheckpoint(note.first));
+        CHECK(VerifyInclusion(id, receipt.tree_size, LeafHash(receipt.entry),
+                              receipt.inclusion_proof, cp.root)
+                  .ok());
+      }
+    }
+    VerifyResult upgraded = VerifyWithFirstKey(data);
+    INFO(Lines(upgraded));
+    CHECK(upgraded.exit_code == kExitClean);
+    CHECK(upgraded.derived_keys < r.derived_keys);
+  }
+}
+
+TEST_CASE("Verify names a storage format that disagrees with the tree or is unknown", "[audit]") {
+  TempDir t;
+  std::string data = CopyOf(t);
+  SECTION("format 2 without its key") {
+    auto store = OpenWritable(data);
+    StoreBatch b(*store);
+    b.Delete(Cf::kMeta, kMetaFormat);
+    REQUIRE(store->Write(b).ok());
+  }
+  SECTION("format 1 under a format 2 key") {
+    MakeFormat1(data);
+    Put(*OpenWritable(data), Cf::kMeta, std::string(kMetaFormat), EncodeU64(2));
+  }
+  SECTION("a format this build does not know") {
+    Put(*OpenWritable(data), Cf::kMeta, std::string(kMetaFormat), EncodeU64(kStorageFormat + 1));
+    // The ledger refuses to open what it cannot read.
+    LedgerOptions o;
+    o.dir = data;
+    auto ledger = Ledger::Open(o);
+    REQUIRE_FALSE(ledger.ok());
+    CHECK(ledger.status().code() == Code::kFailedPrecondition);
+  }
+  VerifyResult r = VerifyWithFirstKey(data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  CHECK(Names(r, Cf::kMeta));
+  CHECK(r.discrepancies.size() == 1);
 }
 
 TEST_CASE("Verify names a deleted entry", "[audit]") {
