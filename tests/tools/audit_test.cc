@@ -470,6 +470,42 @@ TEST_CASE("Verify rejects a checkpoint signed again with another key", "[audit]"
   CHECK(r.discrepancies[0].what.find("not signed by the key in force") != std::string::npos);
 }
 
+TEST_CASE("Verify reports a checkpoint whose root is not the log's, and its neighbours' pairs",
+          "[audit]") {
+  TempDir t;
+  std::string data = CopyOf(t);
+  uint64_t size = 0, before = 0, after = 0;
+  {
+    auto store = OpenWritable(data);
+    std::vector<std::string> keys = Keys(*store, Cf::kCheckpoints);
+    const size_t at = keys.size() / 3;
+    REQUIRE((at >= 2 && at + 1 < keys.size()));
+    size = DecodeU64(keys[at]);
+    before = DecodeU64(keys[at - 1]);
+    after = DecodeU64(keys[at + 1]);
+    auto note = Ok(ParseNote(Ok(store->Get(Cf::kCheckpoints, keys[at])).value()));
+    Checkpoint cp = Ok(ParseCheckpoint(note.first));
+    cp.root[0] ^= 0x01;
+    Put(*store, Cf::kCheckpoints, keys[at],
+        SignNote(FormatCheckpoint(cp), Ok(Signer::Generate(note.second.front().name))));
+  }
+  VerifyResult r = VerifyWithFirstKey(data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  auto has = [&](uint64_t at, const std::string& what) {
+    for (const Discrepancy& d : r.discrepancies) {
+      if (d.key == HexEncode(CheckpointKey(at)) && d.what.find(what) != std::string::npos) {
+        return true;
+      }
+    }
+    return false;
+  };
+  CHECK(has(size, "root is not the log's root at its size"));
+  CHECK(has(size, "not consistent with the checkpoint of size " + std::to_string(before)));
+  CHECK(has(after, "not consistent with the checkpoint of size " + std::to_string(size)));
+  CHECK_FALSE(has(before, "not consistent"));
+}
+
 TEST_CASE("Verify under another public key reports the checkpoints it did not sign", "[audit]") {
   TempDir t;
   std::string data = CopyOf(t);
