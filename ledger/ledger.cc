@@ -587,11 +587,8 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     overlay.Put(Cf::kEntries, EntryKey(e.id), g.entries[i]);
     nodes.clear();
     frontier.Append(LeafHash(g.entries[i]), &nodes);
-    for (const NodeWrite& n : nodes) {
-      if (IsStoredTreeLevel(n.level))
-        overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
-      all_nodes.push_back(n);
-    }
+    PutStoredTreeNodes(nodes, &overlay);
+    all_nodes.insert(all_nodes.end(), nodes.begin(), nodes.end());
   }
   uint64_t size = g.first_id + g.entries.size();
   Status st = [&]() -> Status {
@@ -665,11 +662,8 @@ void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
   for (std::string& bytes : ctx.encoded()) {
     nodes.clear();
     frontier.Append(LeafHash(bytes), &nodes);
-    for (const NodeWrite& n : nodes) {
-      if (IsStoredTreeLevel(n.level))
-        overlay.Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
-      group_nodes.push_back(n);
-    }
+    PutStoredTreeNodes(nodes, &overlay);
+    group_nodes.insert(group_nodes.end(), nodes.begin(), nodes.end());
     group_entries.push_back(std::move(bytes));
   }
   next_id += ctx.encoded().size();

@@ -9,8 +9,7 @@
 
 namespace tally {
 
-Result<uint64_t> ReadStorageFormat(const Store& store, const Snapshot* snapshot) {
-  ASSIGN_OR_RETURN(std::optional<std::string> v, store.Get(Cf::kMeta, kMetaFormat, snapshot));
+Result<uint64_t> ParseStorageFormat(const std::optional<std::string>& v) {
   if (!v) return uint64_t{1};
   if (v->size() != 8) return Status::DataLoss("storage format key is not 8 bytes");
   uint64_t format = DecodeU64(*v);
@@ -22,7 +21,19 @@ Result<uint64_t> ReadStorageFormat(const Store& store, const Snapshot* snapshot)
   return format;
 }
 
+Result<uint64_t> ReadStorageFormat(const Store& store, const Snapshot* snapshot) {
+  ASSIGN_OR_RETURN(std::optional<std::string> v, store.Get(Cf::kMeta, kMetaFormat, snapshot));
+  return ParseStorageFormat(v);
+}
+
 int LowestStoredTreeLevel(uint64_t format) { return format >= 2 ? kTreeStoredFromLevel : 0; }
+
+void PutStoredTreeNodes(const std::vector<NodeWrite>& nodes, StateWriter* state) {
+  for (const NodeWrite& n : nodes) {
+    if (IsStoredTreeLevel(n.level))
+      state->Put(Cf::kTree, TreeKey(n.level, n.index), AsBytes(n.hash));
+  }
+}
 
 Status UpgradeStorageFormat(Store& store) {
   ASSIGN_OR_RETURN(uint64_t format, ReadStorageFormat(store, nullptr));

@@ -10,9 +10,13 @@
 #define TALLY_LEDGER_TREE_STORE_H_
 
 #include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "ledger/hash.h"
 #include "ledger/merkle.h"
+#include "ledger/state.h"
 #include "ledger/status.h"
 #include "ledger/store.h"
 
@@ -24,13 +28,19 @@ inline constexpr int kTreeStoredFromLevel = 4;
 // True if format 2 stores nodes of `level` in the tree column family.
 inline bool IsStoredTreeLevel(int level) { return level >= kTreeStoredFromLevel; }
 
-// The storage format of `store`: 1 if the default column family has no format key, else its
-// value. DataLoss for a value that is not 8 bytes; FailedPrecondition for a format this build
-// does not know.
+// The storage format a format key's value names: 1 if there is no key, else its value. DataLoss
+// for a value that is not 8 bytes; FailedPrecondition for a format this build does not know.
+Result<uint64_t> ParseStorageFormat(const std::optional<std::string>& value);
+
+// ParseStorageFormat of `store`'s format key.
 Result<uint64_t> ReadStorageFormat(const Store& store, const Snapshot* snapshot);
 
 // The lowest tree level a store of `format` (a value ReadStorageFormat returns) holds.
 int LowestStoredTreeLevel(uint64_t format);
+
+// Puts the nodes of `nodes` that format 2 stores (IsStoredTreeLevel) into the tree column family
+// of `state`: what a commit writes of the nodes its entries completed.
+void PutStoredTreeNodes(const std::vector<NodeWrite>& nodes, StateWriter* state);
 
 // Brings a writable store to kStorageFormat in one synced batch: a format 1 store loses the
 // tree nodes below kTreeStoredFromLevel (one range deletion, then compacted away to return the

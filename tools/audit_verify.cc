@@ -447,9 +447,9 @@ Result<int> StoredTreeLevels(const Store& store, const Snapshot* snap,
         return false;
       }));
   std::optional<int> by_tree;
-  if (first_level) by_tree = LowestStoredTreeLevel(*first_level < kTreeStoredFromLevel ? 1 : 2);
+  if (first_level) by_tree = *first_level < kTreeStoredFromLevel ? 0 : kTreeStoredFromLevel;
   ASSIGN_OR_RETURN(std::optional<std::string> key, store.Get(Cf::kMeta, kMetaFormat, snap));
-  Result<uint64_t> format = ReadStorageFormat(store, snap);
+  Result<uint64_t> format = ParseStorageFormat(key);
   if (!format.ok()) {
     found->push_back(AtMeta(
         "storage format is not one this build reads: " + format.status().message(), kMetaFormat,
