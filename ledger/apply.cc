@@ -11,6 +11,7 @@ namespace tally {
 
 std::string EncodeIdempotencyRecord(const IdempotencyRecord& r) {
   std::string v;
+  v.reserve(8 + 4 + r.request_hash.size());
   PutU64(&v, r.first_id);
   PutU32(&v, r.count);
   v.append(AsBytes(r.request_hash));
@@ -20,10 +21,10 @@ std::string EncodeIdempotencyRecord(const IdempotencyRecord& r) {
 Result<IdempotencyRecord> DecodeIdempotencyRecord(std::string_view v) {
   Reader rd(v);
   IdempotencyRecord r;
-  std::string hash;
+  std::string_view hash;
   rd.ReadU64(&r.first_id);
   rd.ReadU32(&r.count);
-  rd.ReadBytes(r.request_hash.size(), &hash);
+  rd.ReadView(r.request_hash.size(), &hash);
   if (!rd.ok() || !rd.empty()) return Status::DataLoss("bad idempotency record");
   std::copy(hash.begin(), hash.end(), r.request_hash.begin());
   return r;

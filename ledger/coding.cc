@@ -22,51 +22,6 @@ void PutStr32(std::string* out, std::string_view s) {
   out->append(s);
 }
 
-bool Reader::Take(size_t n, std::string_view* out) {
-  if (!ok_ || data_.size() < n) {
-    ok_ = false;
-    return false;
-  }
-  *out = data_.substr(0, n);
-  data_.remove_prefix(n);
-  return true;
-}
-
-bool Reader::ReadU8(uint8_t* v) {
-  std::string_view b;
-  if (!Take(1, &b)) return false;
-  *v = static_cast<uint8_t>(b[0]);
-  return true;
-}
-
-bool Reader::ReadU16(uint16_t* v) {
-  std::string_view b;
-  if (!Take(2, &b)) return false;
-  *v = static_cast<uint16_t>((static_cast<uint8_t>(b[0]) << 8) | static_cast<uint8_t>(b[1]));
-  return true;
-}
-
-bool Reader::ReadU32(uint32_t* v) {
-  uint16_t hi = 0, lo = 0;
-  if (!ReadU16(&hi) || !ReadU16(&lo)) return false;
-  *v = (static_cast<uint32_t>(hi) << 16) | lo;
-  return true;
-}
-
-bool Reader::ReadU64(uint64_t* v) {
-  uint32_t hi = 0, lo = 0;
-  if (!ReadU32(&hi) || !ReadU32(&lo)) return false;
-  *v = (static_cast<uint64_t>(hi) << 32) | lo;
-  return true;
-}
-
-bool Reader::ReadI64(int64_t* v) {
-  uint64_t u = 0;
-  if (!ReadU64(&u)) return false;
-  *v = static_cast<int64_t>(u);
-  return true;
-}
-
 bool Reader::ReadBytes(size_t n, std::string* s) {
   std::string_view b;
   if (!Take(n, &b)) return false;

@@ -1,7 +1,6 @@
 #include "ledger/entry.h"
 
 #include <array>
-#include <set>
 
 #include "ledger/coding.h"
 #include "ledger/limits.h"
@@ -41,12 +40,15 @@ bool IsPrintableAscii(std::string_view s) {
 Status ValidatePostings(const Entry& e) {
   if (e.postings.size() > kEntryPostingsMax) return Status::InvalidArgument("too many postings");
   int64_t sum = 0;
-  std::set<std::string_view> seen;
-  for (const Posting& p : e.postings) {
+  for (size_t i = 0; i < e.postings.size(); ++i) {
+    const Posting& p = e.postings[i];
     if (!IsValidAccount(p.account)) return Status::InvalidArgument("bad account: " + p.account);
     if (p.points == 0) return Status::InvalidArgument("zero posting on " + p.account);
-    if (!seen.insert(p.account).second) {
-      return Status::InvalidArgument("account posted twice: " + p.account);
+    // At most kEntryPostingsMax postings: comparing with each earlier one is cheaper than a set.
+    for (size_t j = 0; j < i; ++j) {
+      if (e.postings[j].account == p.account) {
+        return Status::InvalidArgument("account posted twice: " + p.account);
+      }
     }
     if (!CheckedAdd(sum, p.points, &sum)) return Status::InvalidArgument("postings overflow");
   }
@@ -151,8 +153,8 @@ void ReadHeader(Reader& r, Entry& e) {
   r.ReadStr8(&e.program, kIdBytesMax);
   r.ReadStr8(&e.actor, kActorBytesMax);
   r.ReadStr8(&e.idempotency_key, kIdempotencyKeyBytesMax);
-  std::string hash;
-  if (r.ReadBytes(e.request_hash.size(), &hash)) {
+  std::string_view hash;
+  if (r.ReadView(e.request_hash.size(), &hash)) {
     std::copy(hash.begin(), hash.end(), e.request_hash.begin());
   }
   r.ReadStr8(&e.customer, kIdBytesMax);

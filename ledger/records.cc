@@ -265,6 +265,7 @@ std::string EndorsementMessage(std::string_view name, std::string_view new_publi
 
 std::string EncodeCustomer(const CustomerRecord& c) {
   std::string out;
+  out.reserve(1 + 3 * 8 + 1 + c.referral_code.size() + 1 + c.referred_by.size() + 8);
   PutU8(&out, kRecordVersion);
   PutI64(&out, c.lifetime_earned);
   PutI64(&out, c.lifetime_redeemed);
@@ -288,6 +289,7 @@ Result<CustomerRecord> DecodeCustomer(std::string_view bytes) {
 
 std::string EncodeHold(const HoldRecord& h) {
   std::string out;
+  out.reserve(3 + 1 + h.customer.size() + 5 * 8 + 1 + h.reward_id.size());
   PutU8(&out, kRecordVersion);
   PutU8(&out, static_cast<uint8_t>(h.kind));
   PutU8(&out, static_cast<uint8_t>(h.state));
@@ -321,6 +323,7 @@ Result<HoldRecord> DecodeHold(std::string_view bytes) {
 
 std::string EncodeLot(const LotRecord& l) {
   std::string out;
+  out.reserve(2 * 8);
   PutI64(&out, l.points);
   PutI64(&out, l.remaining);
   return out;
