@@ -45,6 +45,10 @@ void Replayer::Prefetch(const Entry& e) const {
     out_->state.Prefetch(Cf::kIdempotency, IdempotencyKey(e.actor, e.idempotency_key));
   }
   if (auto claim = BusinessKeyOf(e)) out_->state.Prefetch(Cf::kBusinessKeys, claim->key);
+  for (const Posting& p : e.postings) out_->state.Prefetch(Cf::kBalances, p.account);
+  if (!e.program.empty() && !e.customer.empty()) {
+    out_->state.Prefetch(Cf::kCustomers, CustomerKey(e.program, e.customer));
+  }
 }
 
 Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult* out,

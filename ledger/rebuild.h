@@ -45,8 +45,9 @@ class Replayer {
   // (skipping it) in `found`.
   void Apply(std::string_view key, const Result<Entry>& entry);
   // A hint, given a few entries before Apply: starts loading the index cells of the keys that
-  // applying `entry` looks up and usually finds absent (its idempotency key and business key),
-  // which are rarely in cache in a big replay.
+  // applying `entry` looks up: its idempotency key and business key (usually absent, rarely in
+  // cache in a big replay), its accounts' balances and its customer (small tables, but evicted
+  // by the big ones streaming through the cache).
   void Prefetch(const Entry& entry) const;
 
  private:
