@@ -432,9 +432,9 @@ size_t FlatState::ref_end(Cf cf) const {
   return t.records.end();
 }
 
-size_t FlatState::written(Cf cf) const {
+size_t FlatState::record_bytes(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  return t.keys + t.pending;
+  return (size_t{t.records.end()} + t.values.end()) * Arena::kUnit;
 }
 
 FlatState::Item FlatState::At(Cf cf, Ref ref) const {

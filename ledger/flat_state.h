@@ -71,9 +71,9 @@ class FlatState final : public StateWriter {
   void ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const;
   // Keys present in `cf`.
   size_t size(Cf cf) const;
-  // Distinct keys indexed in `cf` plus Puts not indexed yet: at least the number of records, a
-  // size hint that costs nothing.
-  size_t written(Cf cf) const;
+  // Bytes of memory the records of `cf` take (keys, values, headers): what reading them all
+  // costs, roughly; a hint that costs nothing.
+  size_t record_bytes(Cf cf) const;
 
  private:
   struct Table;

@@ -71,46 +71,66 @@ std::string Shown(std::string_view v) {
   return v.size() > 64 ? HexEncode(v.substr(0, 64)) + "..." : HexEncode(v);
 }
 
-}  // namespace
-
-Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
-                        const FlatState& rebuilt, std::vector<Discrepancy>* found) {
-  TALLY_CHECK(IsDerivedCf(cf) && cf != Cf::kTree);
-  std::vector<bool> seen(rebuilt.ref_end(cf), false);
-  // The stored keys are looked up a batch at a time (FlatState::FindMany), so each batch's
-  // keys and values are copied out of the scan first.
+// Scans `cf` in the store and looks each stored key up in the replayed state, a batch at a time
+// (FlatState::FindMany); calls fn(key, value, ref) for each stored key, ref 0 if the replay
+// never Put it.
+template <typename Fn>
+Status LookUpStored(const Store& store, const Snapshot* snapshot, Cf cf, const FlatState& rebuilt,
+                    Fn&& fn) {
+  // Each batch's keys and values are copied out of the scan, to be looked up together.
   constexpr size_t kBatch = 64;
   std::vector<std::string> keys(kBatch), values(kBatch);
   std::string_view views[kBatch];
   FlatState::Ref refs[kBatch];
   size_t n = 0;
-  auto check_batch = [&] {
+  auto flush = [&] {
     for (size_t i = 0; i < n; ++i) views[i] = keys[i];
     rebuilt.FindMany(cf, views, n, refs);
-    for (size_t i = 0; i < n; ++i) {
-      FlatState::Item want;
-      if (refs[i] != 0) want = rebuilt.At(cf, refs[i]);
-      if (!want.present) {
-        found->push_back({"derived key not explained by the log", CfName(cf), HexEncode(keys[i]),
-                          std::nullopt, "nothing", Shown(values[i])});
-        continue;
-      }
-      seen[refs[i]] = true;
-      if (want.value != values[i]) {
-        found->push_back({"derived value differs", CfName(cf), HexEncode(keys[i]), std::nullopt,
-                          Shown(want.value), Shown(values[i])});
-      }
-    }
+    for (size_t i = 0; i < n; ++i) fn(keys[i], values[i], refs[i]);
     n = 0;
   };
   RETURN_IF_ERROR(
       store.Scan(cf, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
         keys[n].assign(k);
         values[n].assign(v);
-        if (++n == kBatch) check_batch();
+        if (++n == kBatch) flush();
         return true;
       }));
-  check_batch();
+  flush();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
+                        const FlatState& rebuilt, std::vector<Discrepancy>* found) {
+  TALLY_CHECK(IsDerivedCf(cf) && cf != Cf::kTree);
+  // Stored keys are distinct, so if as many of them are keys the replay holds as it holds in
+  // all, none of its keys is missing from the store; only otherwise is a second scan needed, to
+  // name the missing ones.
+  size_t matched = 0;
+  RETURN_IF_ERROR(
+      LookUpStored(store, snapshot, cf, rebuilt,
+                   [&](std::string_view k, std::string_view v, FlatState::Ref ref) {
+                     FlatState::Item want;
+                     if (ref != 0) want = rebuilt.At(cf, ref);
+                     if (!want.present) {
+                       found->push_back({"derived key not explained by the log", CfName(cf),
+                                         HexEncode(k), std::nullopt, "nothing", Shown(v)});
+                       return;
+                     }
+                     ++matched;
+                     if (want.value != v) {
+                       found->push_back({"derived value differs", CfName(cf), HexEncode(k),
+                                         std::nullopt, Shown(want.value), Shown(v)});
+                     }
+                   }));
+  if (matched == rebuilt.size(cf)) return Status::Ok();
+  std::vector<bool> seen(rebuilt.ref_end(cf), false);
+  RETURN_IF_ERROR(LookUpStored(store, snapshot, cf, rebuilt,
+                               [&](std::string_view, std::string_view, FlatState::Ref ref) {
+                                 if (ref != 0) seen[ref] = true;
+                               }));
   rebuilt.ForEach(cf, [&](FlatState::Ref ref, const FlatState::Item& want) {
     if (seen[ref] || !want.present) return;
     found->push_back({"derived key missing", CfName(cf), HexEncode(want.key), std::nullopt,

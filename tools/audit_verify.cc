@@ -483,7 +483,9 @@ Result<int> StoredTreeLevels(const Store& store, const Snapshot* snap,
   return by_key;
 }
 
-// The derived column families (all but the tree) still to compare, largest first; either thread
+// The derived column families (all but the tree) still to compare, largest first (by the memory
+// their replayed records take, which is what comparing them costs), so that the last one taken,
+// which one thread compares while the other has nothing left, is a small one; either thread
 // takes the next one when it has nothing else to do.
 class CompareQueue {
  public:
@@ -493,7 +495,7 @@ class CompareQueue {
       if (IsDerivedCf(cf) && cf != Cf::kTree) cfs_.push_back(cf);
     }
     std::stable_sort(cfs_.begin(), cfs_.end(),
-                     [&](Cf a, Cf b) { return state.written(a) > state.written(b); });
+                     [&](Cf a, Cf b) { return state.record_bytes(a) > state.record_bytes(b); });
   }
   // Compares column families until none is left; each one's findings go to found[cf].
   Status Drain(const Store& store, const Snapshot* snap,
