@@ -135,8 +135,10 @@ uint64_t HashOf(std::string_view key) { return std::hash<std::string_view>{}(key
 // One column family. Until it is first read, Puts are only appended to the record arena (no
 // hashing): column families that replay writes but never reads (indexes of entries) are indexed
 // later, by whichever thread compares them, walking the arena. The index has power-of-two
-// capacity, is linearly probed and at most half full (records are never removed: a deleted key
-// stays, marked absent).
+// capacity, is linearly probed and at most three quarters full (records are never removed: a
+// deleted key stays, marked absent). Eight cells share a cache line, so even a miss's longer
+// probe (about eight cells on average when three quarters full) is a line or two, and a fuller
+// index is fewer fresh pages for the kernel to zero: at 5M keys, 8M cells instead of 16M.
 struct FlatState::Table {
   Pages index_pages;
   Cell* index = nullptr;
@@ -208,14 +210,17 @@ struct FlatState::Table {
 
   void Grow() { Rehash(capacity * 2); }
 
-  // Makes the index big enough for `n` keys at most half full (never smaller).
+  // True while `n` keys fit `cells` cells at most three quarters full.
+  static bool Fits(size_t n, size_t cells) { return n * 4 <= cells * 3; }
+
+  // Makes the index big enough for `n` keys (never smaller).
   void MakeRoom(size_t n) {
     size_t need = capacity;
-    while (need < n * 2 + 2) need *= 2;
+    while (!Fits(n + 1, need)) need *= 2;
     if (need > capacity) Rehash(need);
   }
 
-  // Moves the index to one of `cells` cells (a power of two, more than twice the records). If
+  // Moves the index to one of `cells` cells (a power of two that Fits the records). If
   // the memory cannot be had (std::bad_alloc), the index is left as it was.
   void Rehash(size_t cells) {
     TALLY_CHECK(cells <= (size_t{1} << 32));
@@ -274,7 +279,7 @@ struct FlatState::Table {
     index[i] = Cell{static_cast<uint32_t>(hash), ref};
     ++keys;
     ++live;
-    if (keys * 2 > capacity) Grow();
+    if (!Fits(keys, capacity)) Grow();
   }
 
   // The cell where a key of this hash starts probing, asked for ahead of its use: a big
