@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <latch>
+#include <memory>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -107,11 +108,72 @@ using EntryChannel = BoundedQueue<EntryBatch>;
 constexpr size_t kBatchEntries = 128;
 constexpr size_t kBatches = 64;
 
+// OK iff the note carries a valid signature by `key` (by its name, if it has one).
+Status VerifySignature(std::string_view note, const std::vector<NoteSignature>& sigs,
+                       const TrustedKey& key, VerifierCache* verifiers) {
+  for (const NoteSignature& s : sigs) {
+    if (!key.name.empty() && s.name != key.name) continue;
+    if (s.key_id != NoteKeyId(s.name, key.raw)) continue;
+    return VerifyNote(note, verifiers->Get(s.name, key.raw), nullptr);
+  }
+  return Status::InvalidArgument("no signature line by the key");
+}
+
+// Checkpoint signatures checked ahead of CheckChain, under the given key taken as the first key
+// (what CheckChain asks of every checkpoint of a log whose key never rotated), by whichever
+// thread would otherwise wait: the log thread while the replay is behind (the channel full),
+// the replay thread while the log thread is behind (the channel empty). Each checkpoint is
+// claimed by one thread; Finish stops the claims and waits for those in flight.
+class SignaturesAhead {
+ public:
+  // Opens the work on `checkpoints` (the log thread, once they are loaded); from here on only
+  // their log_root may change, and only signature_ahead is written here.
+  void Start(std::vector<StoredCheckpoint>* checkpoints, TrustedKey key) {
+    checkpoints_ = checkpoints;
+    key_ = std::move(key);
+    done_ = std::make_unique<std::atomic<bool>[]>(checkpoints->size());
+    started_.store(true, std::memory_order_release);
+  }
+
+  // Checks one more signature; false once none is left to claim (or before Start).
+  bool CheckOne(VerifierCache* verifiers) {
+    if (!started_.load(std::memory_order_acquire)) return false;
+    const size_t i = next_.fetch_add(1);
+    if (i >= checkpoints_->size()) return false;
+    // Marked done however the check ends, so that Finish never waits for ever.
+    struct MarkDone {
+      std::atomic<bool>& done;
+      ~MarkDone() { done.store(true, std::memory_order_release); }
+    } mark{done_[i]};
+    StoredCheckpoint& c = (*checkpoints_)[i];
+    auto parsed = ParseNote(c.note);
+    if (parsed.ok()) c.signature_ahead = VerifySignature(c.note, parsed->second, key_, verifiers);
+    return true;
+  }
+
+  // No more claims; waits for the checks in flight (the log thread, before CheckChain). Then
+  // every signature_ahead is final.
+  void Finish() {
+    if (!started_.load(std::memory_order_acquire)) return;
+    const size_t claimed = std::min(next_.exchange(checkpoints_->size()), checkpoints_->size());
+    for (size_t i = 0; i < claimed; ++i) {
+      while (!done_[i].load(std::memory_order_acquire)) std::this_thread::yield();
+    }
+  }
+
+ private:
+  std::atomic<bool> started_{false};
+  std::vector<StoredCheckpoint>* checkpoints_ = nullptr;
+  TrustedKey key_;
+  std::atomic<size_t> next_{0};
+  std::unique_ptr<std::atomic<bool>[]> done_;
+};
+
 // The second thread's work and findings.
 struct LogPass {
   EntryChannel* channel = nullptr;  // where the decoded entries go, for the replay
-  TrustedKey ahead_key;   // what CheckSignatureAhead checks under: the given key, as first key
-  size_t next_ahead = 0;  // the next checkpoint for CheckSignatureAhead
+  TrustedKey ahead_key;  // what signatures ahead are checked under: the given key, as first key
+  SignaturesAhead* ahead = nullptr;           // shared with the replay thread
   const RunHooks* hooks = nullptr;            // what tests ask of the run
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
   std::vector<Rotation> rotations;            // log order
@@ -176,31 +238,6 @@ void NoteRotation(const Entry& e, uint64_t leaf, LogPass* pass) {
   pass->rotations.push_back({leaf, std::move(record).value()});
 }
 
-// OK iff the note carries a valid signature by `key` (by its name, if it has one).
-Status VerifySignature(std::string_view note, const std::vector<NoteSignature>& sigs,
-                       const TrustedKey& key, VerifierCache* verifiers) {
-  for (const NoteSignature& s : sigs) {
-    if (!key.name.empty() && s.name != key.name) continue;
-    if (s.key_id != NoteKeyId(s.name, key.raw)) continue;
-    return VerifyNote(note, verifiers->Get(s.name, key.raw), nullptr);
-  }
-  return Status::InvalidArgument("no signature line by the key");
-}
-
-// Checks the signature of one more stored checkpoint ahead of CheckChain, under the given key
-// taken as the first key: what CheckChain asks of every checkpoint of a log whose key never
-// rotated. HashLog does this while the replay is behind (the channel full), so that the log
-// thread's idle time pays for the signatures. Returns false once none is left.
-bool CheckSignatureAhead(LogPass* pass) {
-  if (pass->next_ahead >= pass->checkpoints.size()) return false;
-  StoredCheckpoint& c = pass->checkpoints[pass->next_ahead++];
-  auto parsed = ParseNote(c.note);
-  if (parsed.ok()) {
-    c.signature_ahead = VerifySignature(c.note, parsed->second, pass->ahead_key, &pass->verifiers);
-  }
-  return true;
-}
-
 // Rehashes the log, keeping every node, and notes the root at each checkpointed size; decodes
 // every entry for the replay.
 Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
@@ -225,13 +262,15 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
         if (e.ok()) NoteRotation(*e, leaf, pass);
         batch.push_back({std::string(k), std::move(e)});
         if (batch.size() == kBatchEntries) {
-          pass->channel->Push(std::move(batch), [pass] { return CheckSignatureAhead(pass); });
+          pass->channel->Push(std::move(batch),
+                              [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
           batch = {};
         }
         return true;
       });
   if (!batch.empty()) {
-    pass->channel->Push(std::move(batch), [pass] { return CheckSignatureAhead(pass); });
+    pass->channel->Push(std::move(batch),
+                        [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
   }
   return st;
 }
@@ -410,12 +449,16 @@ Status CheckMeta(const Store& store, const Snapshot* snap, LogPass* pass) {
 Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& key,
                   bool explicit_key, LogPass* pass) {
   Status st = LoadCheckpoints(store, snap, pass);
-  if (st.ok()) st = HashLog(store, snap, pass);
+  if (st.ok()) {
+    pass->ahead->Start(&pass->checkpoints, pass->ahead_key);
+    st = HashLog(store, snap, pass);
+  }
   pass->channel->Close();  // the replay ends here, whether or not the log could be read
   if (pass->hooks->all_signatures_ahead) {
-    while (CheckSignatureAhead(pass)) {
+    while (pass->ahead->CheckOne(&pass->verifiers)) {
     }
   }
+  pass->ahead->Finish();
   RETURN_IF_ERROR(st);
   CheckChain(FirstKey(key, explicit_key, pass), pass);
   return CheckMeta(store, snap, pass);
@@ -527,7 +570,9 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   ASSIGN_OR_RETURN(const int lowest_tree_level,
                    StoredTreeLevels(store, snap, &found[static_cast<size_t>(Cf::kMeta)]));
   EntryChannel channel(kBatches);
+  SignaturesAhead ahead;
   LogPass pass;
+  pass.ahead = &ahead;
   pass.hooks = &hooks;
   pass.channel = &channel;
   pass.ahead_key = TrustedKey{"", key};
@@ -573,10 +618,12 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
       if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
     }
     Replayer replayer(&rebuilt, &r->discrepancies);
+    VerifierCache verifiers;  // the replay thread's, for signatures checked while it waits
     // Each entry's likely misses are prefetched a few entries before it is applied (from the
     // fifth entry of each batch of 128 on).
     constexpr size_t kPrefetchAhead = 4;
-    while (std::optional<EntryBatch> batch = channel.Pop()) {
+    while (std::optional<EntryBatch> batch =
+               channel.Pop([&] { return ahead.CheckOne(&verifiers); })) {
       if (hooks.FailsAt(VerifyFault::kReplay)) throw std::bad_alloc();
       const EntryBatch& b = *batch;
       for (size_t i = 0; i < b.size(); ++i) {

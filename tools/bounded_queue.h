@@ -1,6 +1,7 @@
-// A bounded queue between one producer thread and one consumer thread, which does other work for
-// the producer while it is full: verify's log thread hands decoded entries to its replay thread
-// through one, and checks checkpoint signatures while the replay is behind.
+// A bounded queue between one producer thread and one consumer thread, where each can do other
+// work while it would wait (the producer while the queue is full, the consumer while it is
+// empty): verify's log thread hands decoded entries to its replay thread through one, and
+// whichever of the two is ahead checks checkpoint signatures meanwhile.
 #ifndef TALLY_TOOLS_BOUNDED_QUEUE_H_
 #define TALLY_TOOLS_BOUNDED_QUEUE_H_
 
@@ -38,8 +39,20 @@ class BoundedQueue {
 
   // The next item, or nullopt once closed and empty.
   std::optional<T> Pop() {
+    return Pop([] { return false; });
+  }
+
+  // Pop, calling idle() (outside the lock) for other work while the queue is empty and open, and
+  // waiting once idle() returns false (nothing left to do).
+  template <typename Idle>
+  std::optional<T> Pop(Idle&& idle) {
     std::unique_lock lock(mu_);
-    ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+    while (queue_.empty() && !closed_) {
+      lock.unlock();
+      const bool worked = idle();
+      lock.lock();
+      if (!worked) ready_.wait(lock, [&] { return !queue_.empty() || closed_; });
+    }
     if (queue_.empty()) return std::nullopt;
     T item = std::move(queue_.front());
     queue_.pop_front();

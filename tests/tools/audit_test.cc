@@ -552,6 +552,33 @@ TEST_CASE("A full hand-over queue runs the producer's other work, then waits for
   CHECK(got == std::vector<int>{1, 2});
 }
 
+TEST_CASE("An empty hand-over queue runs the consumer's other work, then waits for an item",
+          "[audit]") {
+  BoundedQueue<int> q(2);
+  q.Push(1, [] { return false; });
+  int idle_calls = 0;
+  CHECK(q.Pop([&] { return ++idle_calls, true; }) == 1);  // an item: no other work
+  CHECK(idle_calls == 0);
+  std::atomic<bool> go{false};
+  std::thread producer([&] {
+    while (!go.load()) std::this_thread::yield();
+    q.Push(2, [] { return false; });
+    q.Close();
+  });
+  // Empty: the other work runs until it says there is none (the third call, which also lets the
+  // producer start), then the consumer waits for the item; once closed and empty, nullopt.
+  auto idle = [&] {
+    if (++idle_calls < 3) return true;
+    go = true;
+    return false;
+  };
+  CHECK(q.Pop(idle) == 2);
+  producer.join();
+  CHECK(idle_calls == 3);
+  CHECK(!q.Pop(idle));  // closed and empty: no other work either
+  CHECK(idle_calls == 3);
+}
+
 TEST_CASE("An abandoned hand-over queue releases a producer waiting for room", "[audit]") {
   BoundedQueue<int> q(1);
   q.Push(1, [] { return false; });
