@@ -246,6 +246,7 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   for (; next < cps.size() && cps[next].size == 0; ++next) cps[next].log_root = EmptyTreeRoot();
   std::vector<NodeWrite> writes;
   EntryBatch batch;
+  batch.reserve(kBatchEntries);  // filled in place: decoded entries are not moved as it grows
   Status st =
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
         if (pass->hooks->FailsAt(audit_internal::VerifyFault::kLogThread)) throw std::bad_alloc();
@@ -258,13 +259,13 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
         for (; next < cps.size() && cps[next].size == pass->frontier.size(); ++next) {
           cps[next].log_root = pass->frontier.Root();
         }
-        Result<Entry> e = DecodeEntry(v);
-        if (e.ok()) NoteRotation(*e, leaf, pass);
-        batch.push_back({std::string(k), std::move(e)});
+        batch.push_back({std::string(k), DecodeEntry(v)});
+        if (const Result<Entry>& e = batch.back().entry; e.ok()) NoteRotation(*e, leaf, pass);
         if (batch.size() == kBatchEntries) {
           pass->channel->Push(std::move(batch),
                               [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
           batch = {};
+          batch.reserve(kBatchEntries);
         }
         return true;
       });
