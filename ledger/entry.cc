@@ -142,6 +142,7 @@ std::string EncodeEntry(const Entry& e) {
 namespace {
 
 void ReadHeader(Reader& r, Entry& e) {
+  e.ref.reset();
   uint8_t version = 0, type = 0;
   r.ReadU8(&version);
   if (version != kEntryFormatVersion) r.Fail();
@@ -176,36 +177,45 @@ void ReadBody(Reader& r, Entry& e) {
   uint16_t n = 0;
   r.ReadU16(&n);
   if (n > kEntryPostingsMax) r.Fail();
-  for (uint16_t i = 0; i < n && r.ok(); ++i) {
-    Posting& p = e.postings.emplace_back();
+  // Elements the vectors already hold are reused (DecodeEntryInto), then any left over dropped.
+  size_t i = 0;
+  for (; i < n && r.ok(); ++i) {
+    Posting& p = i < e.postings.size() ? e.postings[i] : e.postings.emplace_back();
     r.ReadStr8(&p.account, kAccountBytesMax);
     r.ReadI64(&p.points);
     r.ReadI64(&p.balance_after);
   }
+  e.postings.resize(i);
   r.ReadU16(&n);
   if (n > kEntryLotsMax) r.Fail();
-  for (uint16_t i = 0; i < n && r.ok(); ++i) {
-    LotUse& l = e.lots.emplace_back();
+  for (i = 0; i < n && r.ok(); ++i) {
+    LotUse& l = i < e.lots.size() ? e.lots[i] : e.lots.emplace_back();
     r.ReadU64(&l.lot);
     r.ReadI64(&l.expires_at_us);
     r.ReadI64(&l.points);
   }
+  e.lots.resize(i);
   r.ReadStr16(&e.description, kDescriptionBytesMax);
   r.ReadStr32(&e.payload, kEntryPayloadBytesMax);
 }
 
 }  // namespace
 
-Result<Entry> DecodeEntry(std::string_view bytes) {
+Status DecodeEntryInto(std::string_view bytes, Entry* entry) {
   if (bytes.size() > kEntryBytesMax) return Status::DataLoss("entry too large");
   Reader r(bytes);
-  Entry e;
-  ReadHeader(r, e);
-  ReadBody(r, e);
+  ReadHeader(r, *entry);
+  ReadBody(r, *entry);
   if (!r.ok()) return Status::DataLoss("malformed entry encoding");
   if (!r.empty()) return Status::DataLoss("trailing bytes after entry");
-  Status st = ValidateEntry(e);
+  Status st = ValidateEntry(*entry);
   if (!st.ok()) return Status::DataLoss("invalid entry: " + st.message());
+  return Status::Ok();
+}
+
+Result<Entry> DecodeEntry(std::string_view bytes) {
+  Entry e;
+  RETURN_IF_ERROR(DecodeEntryInto(bytes, &e));
   return e;
 }
 

@@ -83,6 +83,10 @@ std::string EncodeEntry(const Entry& e);
 // Strict decoding: an unknown version or type, a length over its limit, unknown flag bits,
 // truncated or trailing bytes are all errors (DataLoss). Also runs ValidateEntry.
 Result<Entry> DecodeEntry(std::string_view bytes);
+// DecodeEntry into an existing entry, every field overwritten, reusing the memory its strings and
+// vectors hold (no allocation when it held an entry of the same shape): for decoding a whole log.
+// On an error the entry's contents are unspecified.
+Status DecodeEntryInto(std::string_view bytes, Entry* entry);
 
 // The entry's own rules: postings sum to zero (checked arithmetic), no zero or duplicate
 // postings, well-formed ids and accounts, lengths within limits.

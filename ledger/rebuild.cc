@@ -19,6 +19,11 @@ std::string Discrepancy::ToString() const {
 }
 
 void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
+  static const Entry kNone;
+  Apply(k, e.ok() ? Status::Ok() : e.status(), e.ok() ? *e : kNone);
+}
+
+void Replayer::Apply(std::string_view k, const Status& decoded, const Entry& e) {
   uint64_t id = k.size() == 8 ? DecodeU64(k) : UINT64_MAX;
   if (id != expected_id_) {
     found_->push_back({"entry missing or out of order", "entries", HexEncode(k), expected_id_,
@@ -27,14 +32,14 @@ void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
   } else {
     ++expected_id_;
   }
-  if (!e.ok()) {
+  if (!decoded.ok()) {
     found_->push_back(
-        {"entry does not decode: " + e.status().message(), "entries", HexEncode(k), id, "", ""});
-  } else if (e->id != id) {
+        {"entry does not decode: " + decoded.message(), "entries", HexEncode(k), id, "", ""});
+  } else if (e.id != id) {
     found_->push_back({"entry id differs from its key", "entries", HexEncode(k), id,
-                       std::to_string(id), std::to_string(e->id)});
+                       std::to_string(id), std::to_string(e.id)});
   } else {
-    Status a = ApplyEntry(*e, &out_->state);
+    Status a = ApplyEntry(e, &out_->state);
     if (!a.ok()) found_->push_back({a.message(), "entries", HexEncode(k), id, "", ""});
   }
   ++out_->entries;

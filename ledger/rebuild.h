@@ -44,6 +44,8 @@ class Replayer {
   // Records an id out of order, an entry that does not decode or one that contradicts the state
   // (skipping it) in `found`.
   void Apply(std::string_view key, const Result<Entry>& entry);
+  // The same, for an entry decoded with DecodeEntryInto: `entry` is used only if `decoded` is OK.
+  void Apply(std::string_view key, const Status& decoded, const Entry& entry);
   // A hint, given a few entries before Apply: starts loading the index cells of the keys that
   // applying `entry` looks up: its idempotency key and business key (usually absent, rarely in
   // cache in a big replay), its accounts' balances and its customer (small tables, but evicted

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -101,12 +102,42 @@ Status FromException(std::string_view where) {
 // batch at a time; at most kBatches wait, so the log is never held in memory whole.
 struct EntryItem {
   std::string key;
-  Result<Entry> entry;
+  Status decoded;  // DecodeEntryInto's result; `entry` holds the entry only if OK
+  Entry entry;
 };
 using EntryBatch = std::vector<EntryItem>;
 using EntryChannel = BoundedQueue<EntryBatch>;
 constexpr size_t kBatchEntries = 128;
 constexpr size_t kBatches = 64;
+
+// Batches the replay is done with, handed back to the log thread, which decodes the next entries
+// into them: their strings and vectors keep their memory, so that decoding a log allocates
+// nothing per entry and the replay frees nothing. At most kBatches + 2 batches ever exist.
+class SpareBatches {
+ public:
+  void Put(EntryBatch batch) {
+    std::lock_guard lock(mu_);
+    spares_.push_back(std::move(batch));
+  }
+  // A batch to fill: a spare (full of stale entries, overwritten in place) or a new one.
+  EntryBatch Take() {
+    {
+      std::lock_guard lock(mu_);
+      if (!spares_.empty()) {
+        EntryBatch b = std::move(spares_.back());
+        spares_.pop_back();
+        return b;
+      }
+    }
+    EntryBatch b;
+    b.reserve(kBatchEntries);
+    return b;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<EntryBatch> spares_;
+};
 
 // OK iff the note carries a valid signature by `key` (by its name, if it has one).
 Status VerifySignature(std::string_view note, const std::vector<NoteSignature>& sigs,
@@ -172,6 +203,7 @@ class SignaturesAhead {
 // The second thread's work and findings.
 struct LogPass {
   EntryChannel* channel = nullptr;  // where the decoded entries go, for the replay
+  SpareBatches* spares = nullptr;   // batches to decode into, back from the replay
   TrustedKey ahead_key;  // what signatures ahead are checked under: the given key, as first key
   SignaturesAhead* ahead = nullptr;           // shared with the replay thread
   const RunHooks* hooks = nullptr;            // what tests ask of the run
@@ -245,8 +277,15 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
   size_t next = 0;
   for (; next < cps.size() && cps[next].size == 0; ++next) cps[next].log_root = EmptyTreeRoot();
   std::vector<NodeWrite> writes;
-  EntryBatch batch;
-  batch.reserve(kBatchEntries);  // filled in place: decoded entries are not moved as it grows
+  EntryBatch batch = pass->spares->Take();
+  size_t n = 0;  // entries of this batch so far (a spare holds stale ones beyond)
+  auto hand_over = [&] {
+    batch.resize(n);  // only the last batch can be short
+    pass->channel->Push(std::move(batch),
+                        [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
+    batch = pass->spares->Take();
+    n = 0;
+  };
   Status st =
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
         if (pass->hooks->FailsAt(audit_internal::VerifyFault::kLogThread)) throw std::bad_alloc();
@@ -259,20 +298,15 @@ Status HashLog(const Store& store, const Snapshot* snap, LogPass* pass) {
         for (; next < cps.size() && cps[next].size == pass->frontier.size(); ++next) {
           cps[next].log_root = pass->frontier.Root();
         }
-        batch.push_back({std::string(k), DecodeEntry(v)});
-        if (const Result<Entry>& e = batch.back().entry; e.ok()) NoteRotation(*e, leaf, pass);
-        if (batch.size() == kBatchEntries) {
-          pass->channel->Push(std::move(batch),
-                              [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
-          batch = {};
-          batch.reserve(kBatchEntries);
-        }
+        if (n == batch.size()) batch.emplace_back();
+        EntryItem& item = batch[n++];
+        item.key.assign(k);
+        item.decoded = DecodeEntryInto(v, &item.entry);
+        if (item.decoded.ok()) NoteRotation(item.entry, leaf, pass);
+        if (n == kBatchEntries) hand_over();
         return true;
       });
-  if (!batch.empty()) {
-    pass->channel->Push(std::move(batch),
-                        [pass] { return pass->ahead->CheckOne(&pass->verifiers); });
-  }
+  if (n > 0) hand_over();
   return st;
 }
 
@@ -572,8 +606,10 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
                    StoredTreeLevels(store, snap, &found[static_cast<size_t>(Cf::kMeta)]));
   EntryChannel channel(kBatches);
   SignaturesAhead ahead;
+  SpareBatches spares;
   LogPass pass;
   pass.ahead = &ahead;
+  pass.spares = &spares;
   pass.hooks = &hooks;
   pass.channel = &channel;
   pass.ahead_key = TrustedKey{"", key};
@@ -628,11 +664,12 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
       if (hooks.FailsAt(VerifyFault::kReplay)) throw std::bad_alloc();
       const EntryBatch& b = *batch;
       for (size_t i = 0; i < b.size(); ++i) {
-        if (i + kPrefetchAhead < b.size() && b[i + kPrefetchAhead].entry.ok()) {
-          replayer.Prefetch(*b[i + kPrefetchAhead].entry);
+        if (i + kPrefetchAhead < b.size() && b[i + kPrefetchAhead].decoded.ok()) {
+          replayer.Prefetch(b[i + kPrefetchAhead].entry);
         }
-        replayer.Apply(b[i].key, b[i].entry);
+        replayer.Apply(b[i].key, b[i].decoded, b[i].entry);
       }
+      spares.Put(std::move(*batch));
     }
     queue.emplace(rebuilt.state);
   } catch (...) {

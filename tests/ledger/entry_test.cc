@@ -49,6 +49,38 @@ TEST_CASE("An entry survives an encode and decode round trip", "[entry]") {
   CHECK_FALSE(m->ref.has_value());
 }
 
+TEST_CASE("Decoding into a used entry overwrites every field", "[entry]") {
+  Entry full = SampleEntry();
+  Entry minimal;
+  minimal.type = EntryType::kProgram;
+  minimal.program = "p";
+  Entry more = SampleEntry();
+  more.postings.push_back({"acme:customer:bob:pending", 5, 5});
+  more.postings[1].points = -125;
+  more.postings[1].balance_after = -125;
+  more.lots.clear();
+  more.ref.reset();
+  // Each decoded into an entry that held each of the others (and into itself): the result is
+  // what DecodeEntry gives, whatever the entry held (fewer or more postings and lots, a ref).
+  const Entry shapes[] = {full, minimal, more};
+  for (const Entry& want : shapes) {
+    const std::string bytes = EncodeEntry(want);
+    for (const Entry& held : shapes) {
+      Entry e = held;
+      REQUIRE(DecodeEntryInto(bytes, &e).ok());
+      CHECK(e == want);
+      CHECK(e == *DecodeEntry(bytes));
+    }
+  }
+  // A failure is reported as DecodeEntry reports it.
+  const std::string bytes = EncodeEntry(full);
+  Entry e = more;
+  Status st = DecodeEntryInto(std::string_view(bytes).substr(0, bytes.size() - 1), &e);
+  CHECK(st.code() ==
+        DecodeEntry(std::string_view(bytes).substr(0, bytes.size() - 1)).status().code());
+  CHECK_FALSE(st.ok());
+}
+
 TEST_CASE("Decoding rejects every truncation of an entry", "[entry]") {
   std::string bytes = EncodeEntry(SampleEntry());
   for (size_t n = 0; n < bytes.size(); ++n) {
