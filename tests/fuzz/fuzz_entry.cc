@@ -1,6 +1,7 @@
 // fuzz_entry: bytes -> DecodeEntry. What decodes must re-encode to exactly the same bytes (every
 // entry has one encoding: the bytes are its Merkle leaf), and its payload goes to the record
-// decoder of its type, whose accepted records must re-encode exactly too.
+// decoder of its type, whose accepted records must re-encode exactly too. DecodeEntryInto, into
+// an entry that still holds whatever the inputs before left in it, must agree with DecodeEntry.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -53,6 +54,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tally;
   std::string_view bytes(reinterpret_cast<const char*>(data), size);
   Result<Entry> e = DecodeEntry(bytes);
+  static Entry reused;  // what the inputs before decoded into it, or left of a failed decode
+  const Status into = DecodeEntryInto(bytes, &reused);
+  if (into.ok() != e.ok()) Fail("DecodeEntryInto and DecodeEntry disagree on success");
+  if (e.ok() && !(reused == *e)) Fail("DecodeEntryInto decodes differently from DecodeEntry");
   if (!e.ok()) return 0;
   if (!ValidateEntry(*e).ok()) Fail("a decoded entry does not validate");
   if (EncodeEntry(*e) != bytes) Fail("a decoded entry re-encodes to other bytes");
