@@ -17,17 +17,30 @@ constexpr uint8_t kFlagHasRef = 1;
 constexpr uint8_t kFlagHolds = 2;
 constexpr uint8_t kFlagsKnown = kFlagHasRef | kFlagHolds;
 
-bool IsIdChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-' || c == '.' || c == '@';
+// Which bytes an id may hold (kIdChar) and an account name (kIdChar | kAccountChar): one table
+// look-up per byte, since every entry decoded is validated, byte by byte.
+constexpr uint8_t kIdChar = 1;
+constexpr uint8_t kAccountChar = 2;
+constexpr std::array<uint8_t, 256> kCharClass = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c) {
+    const bool id = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.' || c == '@';
+    t[c] = static_cast<uint8_t>((id ? kIdChar | kAccountChar : 0) | (c == ':' ? kAccountChar : 0));
+  }
+  return t;
+}();
+
+bool AllOf(std::string_view s, uint8_t cls) {
+  for (char c : s) {
+    if ((kCharClass[static_cast<uint8_t>(c)] & cls) == 0) return false;
+  }
+  return true;
 }
 
 bool IsValidAccount(std::string_view a) {
   if (a.empty() || a.size() > kAccountBytesMax || a.front() == ':' || a.back() == ':') return false;
-  for (char c : a) {
-    if (!IsIdChar(c) && c != ':') return false;
-  }
-  return true;
+  return AllOf(a, kAccountChar);
 }
 
 bool IsPrintableAscii(std::string_view s) {
@@ -72,10 +85,7 @@ std::optional<EntryType> EntryTypeFromName(std::string_view name) {
 
 bool IsValidId(std::string_view id) {
   if (id.empty() || id.size() > kIdBytesMax) return false;
-  for (char c : id) {
-    if (!IsIdChar(c)) return false;
-  }
-  return true;
+  return AllOf(id, kIdChar);
 }
 
 Status ValidateEntry(const Entry& e) {
