@@ -18,11 +18,6 @@ std::string Discrepancy::ToString() const {
   return s;
 }
 
-void Replayer::Apply(std::string_view k, const Result<Entry>& e) {
-  static const Entry kNone;
-  Apply(k, e.ok() ? Status::Ok() : e.status(), e.ok() ? *e : kNone);
-}
-
 void Replayer::Apply(std::string_view k, const Status& decoded, const Entry& e) {
   uint64_t id = k.size() == 8 ? DecodeU64(k) : UINT64_MAX;
   if (id != expected_id_) {
@@ -60,9 +55,11 @@ Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult*
                     std::vector<Discrepancy>* found) {
   Replayer replayer(out, found);
   std::vector<NodeWrite> nodes;
+  Entry entry;  // decoded into again for each entry
   return store.Scan(Cf::kEntries, "", "", false, snapshot,
                     [&](std::string_view k, std::string_view v) {
-                      replayer.Apply(k, DecodeEntry(v));
+                      const Status decoded = DecodeEntryInto(v, &entry);
+                      replayer.Apply(k, decoded, entry);
                       nodes.clear();
                       out->frontier.Append(LeafHash(v), &nodes);
                       for (const NodeWrite& n : nodes) out->tree.Put(n);

@@ -40,11 +40,9 @@ struct RebuildResult {
 class Replayer {
  public:
   Replayer(RebuildResult* out, std::vector<Discrepancy>* found) : out_(out), found_(found) {}
-  // The next entry of the log: its key in the entries column family and DecodeEntry of its value.
-  // Records an id out of order, an entry that does not decode or one that contradicts the state
-  // (skipping it) in `found`.
-  void Apply(std::string_view key, const Result<Entry>& entry);
-  // The same, for an entry decoded with DecodeEntryInto: `entry` is used only if `decoded` is OK.
+  // The next entry of the log: its key in the entries column family and DecodeEntryInto of its
+  // value (`entry` is used only if `decoded` is OK). Records an id out of order, an entry that
+  // does not decode or one that contradicts the state (skipping it) in `found`.
   void Apply(std::string_view key, const Status& decoded, const Entry& entry);
   // A hint, given a few entries before Apply: starts loading the index cells of the keys that
   // applying `entry` looks up: its idempotency key and business key (usually absent, rarely in
