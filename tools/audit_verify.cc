@@ -157,11 +157,15 @@ Status VerifySignature(std::string_view note, const std::vector<NoteSignature>& 
 // claimed by one thread; Finish stops the claims and waits for those in flight.
 class SignaturesAhead {
  public:
+  explicit SignaturesAhead(TrustedKey key) : key_(std::move(key)) {}
+
+  // What the signatures are checked under: the given key, as first key.
+  const TrustedKey& key() const { return key_; }
+
   // Opens the work on `checkpoints` (the log thread, once they are loaded); from here on only
   // their log_root may change, and only signature_ahead is written here.
-  void Start(std::vector<StoredCheckpoint>* checkpoints, TrustedKey key) {
+  void Start(std::vector<StoredCheckpoint>* checkpoints) {
     checkpoints_ = checkpoints;
-    key_ = std::move(key);
     done_ = std::make_unique<std::atomic<bool>[]>(checkpoints->size());
     started_.store(true, std::memory_order_release);
   }
@@ -195,16 +199,15 @@ class SignaturesAhead {
  private:
   std::atomic<bool> started_{false};
   std::vector<StoredCheckpoint>* checkpoints_ = nullptr;
-  TrustedKey key_;
+  const TrustedKey key_;
   std::atomic<size_t> next_{0};
   std::unique_ptr<std::atomic<bool>[]> done_;
 };
 
 // The second thread's work and findings.
 struct LogPass {
-  EntryChannel* channel = nullptr;  // where the decoded entries go, for the replay
-  SpareBatches* spares = nullptr;   // batches to decode into, back from the replay
-  TrustedKey ahead_key;  // what signatures ahead are checked under: the given key, as first key
+  EntryChannel* channel = nullptr;            // where the decoded entries go, for the replay
+  SpareBatches* spares = nullptr;             // batches to decode into, back from the replay
   SignaturesAhead* ahead = nullptr;           // shared with the replay thread
   const RunHooks* hooks = nullptr;            // what tests ask of the run
   std::vector<StoredCheckpoint> checkpoints;  // ascending size
@@ -435,7 +438,7 @@ void CheckChain(const TrustedKey& first, LogPass* pass) {
       rotated = true;
     }
     std::optional<Checkpoint> cp =
-        CheckCheckpoint(c, signing, pass->ahead_key, &origin, &pass->verifiers, &pass->found);
+        CheckCheckpoint(c, signing, pass->ahead->key(), &origin, &pass->verifiers, &pass->found);
     if (cp && previous) CheckConsistency(*previous, previous_log_root, *cp, c.log_root, pass);
     if (cp) {
       previous = std::move(cp);
@@ -485,7 +488,7 @@ Status RunLogPass(const Store& store, const Snapshot* snap, const std::string& k
                   bool explicit_key, LogPass* pass) {
   Status st = LoadCheckpoints(store, snap, pass);
   if (st.ok()) {
-    pass->ahead->Start(&pass->checkpoints, pass->ahead_key);
+    pass->ahead->Start(&pass->checkpoints);
     st = HashLog(store, snap, pass);
   }
   pass->channel->Close();  // the replay ends here, whether or not the log could be read
@@ -605,14 +608,13 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   ASSIGN_OR_RETURN(const int lowest_tree_level,
                    StoredTreeLevels(store, snap, &found[static_cast<size_t>(Cf::kMeta)]));
   EntryChannel channel(kBatches);
-  SignaturesAhead ahead;
+  SignaturesAhead ahead(TrustedKey{"", key});
   SpareBatches spares;
   LogPass pass;
   pass.ahead = &ahead;
   pass.spares = &spares;
   pass.hooks = &hooks;
   pass.channel = &channel;
-  pass.ahead_key = TrustedKey{"", key};
   pass.lowest_tree_level = lowest_tree_level;
   RebuildResult rebuilt;
   std::optional<CompareQueue> queue;
