@@ -95,27 +95,30 @@ class Arena {
   size_t used_ = 1;  // references handed out (and skipped) are below this; 0 means none
 };
 
-// A key and its value in a table's record arena: this header, the key's bytes, then room for
-// the value as first Put. A later value larger than that room moves to the table's value arena
-// (a u32 holding its room there, padding, then its bytes); the record keeps its size, so the
-// arena can be walked from record to record (Table::NextRecord).
+// A key and its value in a table's record arena: this header, the key's bytes, then the value's,
+// rounded up to whole units; so the arena can be walked from record to record
+// (Table::NextRecord). A key's value is overwritten in place while its record keeps its size;
+// a value of another size gets the key a new record at the end of the arena, and the old one is
+// marked superseded (Tally's derived values rarely change size).
 // 0 is never a state: a record's header is never all zero, so the skipped, unwritten rest of
 // an arena chunk (read as zero) is told apart from a record.
 enum : uint8_t { kPresent = 1, kAbsent = 2, kSuperseded = 3 };
 struct Record {
   uint16_t key_len;
-  uint8_t state;  // kAbsent (deleted), kPresent, or kSuperseded: a buffered Put of a key that
-                  // an earlier Put holds (indexing copied its value there), not a key's record
+  uint8_t state;  // kAbsent (deleted), kPresent, or kSuperseded: not its key's record any more
   uint8_t unused;
   uint32_t value_len;
-  uint32_t room;       // bytes after the key, all of the record's own
-  uint32_t value_ref;  // in the value arena; 0: the value is in the record
+  char* key() { return reinterpret_cast<char*>(this + 1); }
   const char* key() const { return reinterpret_cast<const char*>(this + 1); }
   std::string_view key_view() const { return std::string_view(key(), key_len); }
-  size_t size() const { return sizeof(Record) + key_len + room; }
+  char* value() { return key() + key_len; }
+  std::string_view value_view() const { return std::string_view(key() + key_len, value_len); }
+  static size_t SizeFor(size_t key_len, size_t value_len) {
+    return Arena::Round(sizeof(Record) + key_len + value_len);
+  }
+  size_t size() const { return SizeFor(key_len, value_len); }
 };
-static_assert(sizeof(Record) == 16 && sizeof(Record) % Arena::kUnit == 0);
-constexpr size_t kValueHeader = Arena::kUnit;  // a u32 room, padding
+static_assert(sizeof(Record) == 8 && sizeof(Record) % Arena::kUnit == 0);
 
 // An index is an array of these over fresh mmap pages, taken as it is: the pages read as zero,
 // which is an empty cell (reference 0), and a page is touched only when a key lands in it.
@@ -144,7 +147,6 @@ struct FlatState::Table {
   Cell* index = nullptr;
   size_t capacity = 0;  // cells in index: a power of two, at most 2^32
   Arena records;
-  Arena values;
   bool indexed = false;
   size_t keys = 0;     // records indexed
   size_t pending = 0;  // Puts appended but not indexed yet
@@ -175,23 +177,14 @@ struct FlatState::Table {
     return RecordAt(ref + Rec(ref)->size() / Arena::kUnit);
   }
 
-  std::string_view ValueOf(const Record* r) const {
-    const char* at =
-        r->value_ref == 0 ? r->key() + r->key_len : values.at(r->value_ref) + kValueHeader;
-    return std::string_view(at, r->value_len);
-  }
+  std::string_view ValueOf(const Record* r) const { return r->value_view(); }
 
   uint32_t NewRecord(std::string_view key, std::string_view value) {
     TALLY_CHECK(key.size() <= UINT16_MAX && value.size() <= UINT32_MAX);
-    const size_t rounded = Arena::Round(sizeof(Record) + key.size() + value.size());
-    const uint32_t ref = records.Alloc(rounded);
+    const uint32_t ref = records.Alloc(Record::SizeFor(key.size(), value.size()));
     char* p = records.at(ref);
-    new (p) Record{static_cast<uint16_t>(key.size()),
-                   kPresent,
-                   0,
-                   static_cast<uint32_t>(value.size()),
-                   static_cast<uint32_t>(rounded - sizeof(Record) - key.size()),
-                   0};
+    new (p)
+        Record{static_cast<uint16_t>(key.size()), kPresent, 0, static_cast<uint32_t>(value.size())};
     if (!key.empty()) std::memcpy(p + sizeof(Record), key.data(), key.size());
     if (!value.empty()) std::memcpy(p + sizeof(Record) + key.size(), value.data(), value.size());
     return ref;
@@ -239,37 +232,35 @@ struct FlatState::Table {
     capacity = cells;
   }
 
-  void SetValue(Record* r, std::string_view value) {
-    char* at = reinterpret_cast<char*>(r) + sizeof(Record) + r->key_len;
-    uint32_t room = r->room;
-    if (r->value_ref != 0) {
-      at = values.at(r->value_ref) + kValueHeader;
-      std::memcpy(&room, values.at(r->value_ref), sizeof(room));
+  // Sets the value of the key in cell `i` (present from now on): in its record if the record
+  // keeps its size, else in a new record that the cell then names. If the memory cannot be had
+  // (std::bad_alloc), nothing changes.
+  void SetValue(size_t i, std::string_view value) {
+    Record* r = Rec(index[i].ref);
+    const bool was_present = r->state == kPresent;
+    if (Record::SizeFor(r->key_len, value.size()) == r->size()) {
+      if (!value.empty()) std::memcpy(r->value(), value.data(), value.size());
+      r->value_len = static_cast<uint32_t>(value.size());
+      r->state = kPresent;
+    } else {
+      const uint32_t ref = NewRecord(r->key_view(), value);
+      r->state = kSuperseded;
+      index[i].ref = ref;
     }
-    if (value.size() > room) {
-      TALLY_CHECK(value.size() <= UINT32_MAX - kValueHeader);
-      const uint32_t ref = values.Alloc(kValueHeader + value.size());
-      room = static_cast<uint32_t>(Arena::Round(value.size()));
-      std::memcpy(values.at(ref), &room, sizeof(room));
-      r->value_ref = ref;
-      at = values.at(ref) + kValueHeader;
-    }
-    if (!value.empty()) std::memcpy(at, value.data(), value.size());
-    r->value_len = static_cast<uint32_t>(value.size());
-    if (r->state != kPresent) ++live;
-    r->state = kPresent;
+    if (!was_present) ++live;
   }
 
-  // Indexes the record at `ref` (its key's hash: `hash`) unless its key is indexed already: then
-  // its value is copied to that key's record, and this one is marked superseded.
+  // Indexes the record at `ref` (its key's hash: `hash`). A key's Puts are buffered in order, so
+  // a record of a key indexed already is the later one: it becomes the key's record.
   void Insert(uint32_t ref, uint64_t hash) {
     Record* r = Rec(ref);
-    std::string_view key = r->key_view();
-    const size_t i = Probe(key, hash);
-    if (index[i].ref == ref) return;  // indexed by an earlier IndexPending that did not finish
+    // Replaced already, or indexed already, by an earlier IndexPending that did not finish.
+    if (r->state == kSuperseded) return;
+    const size_t i = Probe(r->key_view(), hash);
+    if (index[i].ref == ref) return;
     if (index[i].ref != 0) {
-      SetValue(Rec(index[i].ref), ValueOf(r));
-      r->state = kSuperseded;
+      Rec(index[i].ref)->state = kSuperseded;
+      index[i].ref = ref;
       return;
     }
     AddCell(i, hash, ref);
@@ -354,7 +345,7 @@ struct FlatState::Table {
     const uint64_t hash = HashOf(key);
     const size_t i = Probe(key, hash);
     if (index[i].ref != 0) {
-      SetValue(Rec(index[i].ref), value);
+      SetValue(i, value);
       return;
     }
     AddCell(i, hash, NewRecord(key, value));
@@ -367,7 +358,7 @@ struct FlatState::Table {
     --live;
   }
 
-  // Every key's record, in the order the keys were first Put.
+  // Every key's record, in the order the records were made.
   template <typename Fn>
   void ForEach(Fn&& fn) {
     IndexPending();
@@ -439,7 +430,7 @@ size_t FlatState::ref_end(Cf cf) const {
 
 size_t FlatState::record_bytes(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  return (size_t{t.records.end()} + t.values.end()) * Arena::kUnit;
+  return size_t{t.records.end()} * Arena::kUnit;
 }
 
 FlatState::Item FlatState::At(Cf cf, Ref ref) const {

@@ -1,9 +1,10 @@
 // FlatState: derived state in memory, one open-addressing hash table per column family. What
 // Rebuild replays the log into: a Get or Put costs one hash and usually one probe, and a million
 // keys cost no allocation of their own (the sorted MemoryState costs a tree walk and two
-// allocations per key). Each family's records (key and value) are appended to an arena of 8 MiB
-// chunks, so records never move and a 32-bit reference names one; the index holds 8-byte cells
-// (part of the hash and a reference). A key and value take at most a chunk together (Tally's
+// allocations per key). Each family's records (an 8-byte header, the key and the value) are
+// appended to an arena of 8 MiB chunks, so records never move and a 32-bit reference names one;
+// the index holds 8-byte cells (part of the hash and a reference). A new value of another size
+// than the old gets its key a new record. A key and value take at most a chunk together (Tally's
 // derived values are a few KiB at most; a larger one is a fatal error). A column family's Puts are
 // only appended until it is first read, so families that replay writes and never reads are hashed
 // later, by whoever reads them. Unordered: Scan sorts the range it is asked for, so it is only
@@ -47,9 +48,10 @@ class FlatState final : public StateWriter {
   void Reserve(Cf cf, uint64_t keys);
 
   // Direct access for comparisons. Each key ever Put in `cf` has one record, named by a Ref
-  // below ref_end(cf); a deleted key keeps its record, marked absent. Only the Refs that Find,
-  // FindMany and ForEach give name records: ref_end is a bound (the records take several units
-  // of the numbering each, so a vector<bool> of ref_end is several bits per key), not a count.
+  // below ref_end(cf); a deleted key keeps its record, marked absent. A Put may give its key a
+  // new record, so a Ref holds until the next Put. Only the Refs that Find, FindMany and ForEach
+  // give name records: ref_end is a bound (the records take several units of the numbering
+  // each, so a vector<bool> of ref_end is several bits per key), not a count.
   using Ref = uint32_t;
   struct Item {
     std::string_view key;
@@ -67,7 +69,9 @@ class FlatState final : public StateWriter {
   // A hint that `key` is about to be read or written in `cf`: starts loading its index cell.
   // Does nothing in a table still buffering its Puts.
   void Prefetch(Cf cf, std::string_view key) const;
-  // Calls fn for every record of `cf`, in the order their keys were first Put.
+  // Calls fn for every key's record in `cf`, in the order the records were made: the order
+  // the keys were first Put, except that a key whose record was replaced comes where its new
+  // record was made.
   void ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const;
   // Keys present in `cf`.
   size_t size(Cf cf) const;

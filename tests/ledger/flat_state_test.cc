@@ -35,8 +35,12 @@ TEST_CASE("FlatState matches MemoryState under random puts, deletes and reads", 
     // Puts, among them Puts of a key buffered before.
     const Cf cfs[] = {Cf::kBalances, Cf::kLots, Cf::kCustomerEntries};
     const int first_read = static_cast<int>(rng() % 3000);
-    // Each family's keys in the order they were first Put: the order of its records.
-    std::map<Cf, std::vector<std::string>> first_put;
+    // Each family's keys in the order of their records: the order they were first Put, except
+    // that a key whose value changed size (in whole 8-byte units of key and value) moves to the
+    // end, as the index saw it: buffered Puts are indexed in order, the last one's record kept.
+    std::map<Cf, std::vector<std::string>> order;
+    std::map<Cf, bool> indexed;  // read or deleted from: Puts no longer buffered
+    std::map<std::pair<Cf, std::string>, size_t> record_units;
     // Room made before the writes and among them (Reserve then rehashes what is there), in
     // tables read from the start and in tables still buffering their Puts, some of it beyond
     // any table (ignored): none of it may change what the state holds.
@@ -51,14 +55,26 @@ TEST_CASE("FlatState matches MemoryState under random puts, deletes and reads", 
       std::string value(rng() % 40, static_cast<char>('a' + rng() % 26));
       int what = static_cast<int>(rng() % 10);
       if (what < 6 || op < first_read) {
-        auto& keys = first_put[cf];
-        if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+        auto& keys = order[cf];
+        auto it = std::find(keys.begin(), keys.end(), key);
+        const size_t units = (key.size() + value.size() + 15) / 8;  // header, key, value
+        if (it == keys.end()) {
+          keys.push_back(key);
+        } else if (!indexed[cf] || record_units[{cf, key}] != units) {
+          // Buffered, each Put has its own record and the last one is kept; indexed, a Put
+          // makes a new record when the size changes.
+          keys.erase(it);
+          keys.push_back(key);
+        }
+        record_units[{cf, key}] = units;
         flat.Put(cf, key, value);
         want.Put(cf, key, value);
       } else if (what < 8) {
+        indexed[cf] = true;
         flat.Delete(cf, key);
         want.Delete(cf, key);
       } else {
+        indexed[cf] = true;
         auto a = flat.Get(cf, key);
         auto b = want.Get(cf, key);
         REQUIRE(a.ok());
@@ -88,10 +104,10 @@ TEST_CASE("FlatState matches MemoryState under random puts, deletes and reads", 
         REQUIRE(it != want.map(cf).end());
         CHECK(it->second == item.value);
       });
-      CHECK(records == first_put[cf]);
+      CHECK(records == order[cf]);
       size_t key_bytes = 0;
       for (const std::string& k : records) key_bytes += k.size();
-      CHECK(flat.record_bytes(cf) >= key_bytes + 16 * records.size());
+      CHECK(flat.record_bytes(cf) >= key_bytes + 8 * records.size());
       CHECK(present == want.map(cf).size());
       CHECK_FALSE(flat.Find(cf, "never put").has_value());
       // FindMany gives what Find gives, key by key, across its batches.
@@ -110,8 +126,9 @@ TEST_CASE("FlatState matches MemoryState under random puts, deletes and reads", 
 
 TEST_CASE("FlatState keeps every record across its arena's chunks", "[flat_state]") {
   // About 30 MB of records, some of 100 KB, so that several 8 MiB chunks fill and the rest of a
-  // chunk is skipped where a record does not fit; then larger values, which move to the value
-  // arena and fill its chunks too. Once buffered until the first read, once indexed from the
+  // chunk is skipped where a record does not fit; then values of another size for every fifth
+  // key (new records at the end, some of 150 KB), and values of the same size for every
+  // seventh (in place once indexed). Once buffered until the first read, once indexed from the
   // start.
   for (bool buffered : {true, false}) {
     INFO("buffered " << buffered);
@@ -123,43 +140,58 @@ TEST_CASE("FlatState keeps every record across its arena's chunks", "[flat_state
       return std::string(size, static_cast<char>('a' + i % 26));
     };
     const int n = 2000;
+    std::vector<std::string> order;
     for (int i = 0; i < n; ++i) {
       std::string key = "key" + std::to_string(i);
       std::string v = value(i, i % 7 == 0 ? 100000 : 50 + i % 13);
       flat.Put(cf, key, v);
       want.Put(cf, key, v);
+      order.push_back(key);
     }
-    for (int i = 0; i < n; i += 5) {
+    for (int i = 0; i < n; ++i) {
       std::string key = "key" + std::to_string(i);
-      std::string v = value(i + 1, 150000 + i);
+      std::string v;
+      if (i % 5 == 0) {
+        v = value(i + 1, 150000 + i);
+      } else if (i % 7 == 0) {
+        v = value(i + 2, want.map(cf).find(key)->second.size());
+      } else {
+        continue;
+      }
+      // Buffered, every Put has its own record, and the last one is kept.
+      if (i % 5 == 0 || buffered) {
+        order.erase(std::find(order.begin(), order.end(), key));
+        order.push_back(key);
+      }
       flat.Put(cf, key, v);
       want.Put(cf, key, v);
     }
     CHECK(flat.size(cf) == static_cast<size_t>(n));
-    int i = 0;
+    size_t i = 0;
     flat.ForEach(cf, [&](FlatState::Ref ref, const FlatState::Item& item) {
-      REQUIRE(item.key == "key" + std::to_string(i));
+      REQUIRE(i < order.size());
+      REQUIRE(item.key == order[i]);
       CHECK(item.present);
       CHECK(item.value == want.map(cf).find(item.key)->second);
       CHECK(flat.Find(cf, item.key) == ref);
       ++i;
     });
-    CHECK(i == n);
+    CHECK(i == order.size());
     CHECK(ScanAll(flat, cf, false) == ScanAll(want, cf, false));
   }
 }
 
-TEST_CASE("FlatState walks past a chunk whose last 8 bytes no record fits", "[flat_state]") {
+TEST_CASE("FlatState walks past the unwritten rest of a chunk", "[flat_state]") {
   // The record arena's first chunk (8 MiB, its first 8 bytes unused) filled to exactly 8 bytes
-  // short of its end: 349,522 records of 24 bytes (16-byte header, 8-byte key) and 2 of 32 (an
-  // 8-byte value too). The next record starts the second chunk; the walk must step over those
-  // 8 bytes, which are too few for a header. Both while buffering and once indexed.
+  // short of its end: 524,287 records of 16 bytes (8-byte header, 8-byte key). The next record
+  // (24 bytes: an 8-byte value too) starts the second chunk; the walk must step over those 8
+  // bytes, never written (zero). Both while buffering and once indexed.
   for (bool buffered : {true, false}) {
     INFO("buffered " << buffered);
     FlatState flat;
     const Cf cf = Cf::kLots;
     if (!buffered) REQUIRE(flat.Get(cf, "nothing").ok());
-    const int small = 349'522, n = small + 3;
+    const int small = 524'287, n = small + 3;
     auto key = [](int i) {
       std::string k = std::to_string(i);
       return std::string(8 - k.size(), '0') + k;
