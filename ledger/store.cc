@@ -164,6 +164,13 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>
   table.cache_index_and_filter_blocks = true;
   table.pin_l0_filter_and_index_blocks_in_cache = true;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // A family flushes when its memtable reaches this size (RocksDB's default: 64 MiB), and every
+  // family with data in the oldest WAL file flushes when the WAL reaches max_total_wal_size.
+  // With the default the WAL limit always came first, and every family flushed at once, a dozen
+  // flushes competing with the writer for two cores; at 8 MiB the log and the largest indexes
+  // flush on their own in between. The p99 of earns paced at half of full load fell from about
+  // 20 ms to about 10 ms (docs/BENCHMARKS.md, "8 MiB memtables").
+  cf.write_buffer_size = 8 << 20;
   cf.memtable_prefix_bloom_size_ratio = 0.05;
   cf.memtable_whole_key_filtering = true;
   cf.compression = rocksdb::kLZ4Compression;
