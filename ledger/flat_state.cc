@@ -83,10 +83,6 @@ class Arena {
   }
   // Every reference handed out is below this.
   uint32_t end() const { return static_cast<uint32_t>(used_); }
-  // Bytes from `ref` to the end of its chunk.
-  static size_t LeftInChunk(size_t ref) {
-    return (kChunkUnits - (ref & (kChunkUnits - 1))) * kUnit;
-  }
   // The first reference of the chunk after the one `ref` is in.
   static size_t NextChunk(size_t ref) { return ((ref >> kChunkShift) + 1) << kChunkShift; }
 
@@ -118,7 +114,8 @@ struct Record {
   }
   size_t size() const { return SizeFor(key_len, value_len); }
 };
-static_assert(sizeof(Record) == 8 && sizeof(Record) % Arena::kUnit == 0);
+// One unit: whatever is left of a chunk has room for a header, so a header is never split.
+static_assert(sizeof(Record) == Arena::kUnit);
 
 // An index is an array of these over fresh mmap pages, taken as it is: the pages read as zero,
 // which is an empty cell (reference 0), and a page is touched only when a key lands in it.
@@ -159,8 +156,7 @@ struct FlatState::Table {
   // The first record at or after `ref`, skipping the unwritten rest of a chunk; records.end()
   // if there is none.
   uint32_t RecordAt(size_t ref) const {
-    if (ref < records.end() &&
-        (Arena::LeftInChunk(ref) < sizeof(Record) || StateAt(static_cast<uint32_t>(ref)) == 0)) {
+    if (ref < records.end() && StateAt(static_cast<uint32_t>(ref)) == 0) {
       ref = Arena::NextChunk(ref);
     }
     return static_cast<uint32_t>(std::min<size_t>(ref, records.end()));
@@ -176,8 +172,6 @@ struct FlatState::Table {
   uint32_t NextRecord(uint32_t ref) const {
     return RecordAt(ref + Rec(ref)->size() / Arena::kUnit);
   }
-
-  std::string_view ValueOf(const Record* r) const { return r->value_view(); }
 
   uint32_t NewRecord(std::string_view key, std::string_view value) {
     TALLY_CHECK(key.size() <= UINT16_MAX && value.size() <= UINT32_MAX);
@@ -369,7 +363,7 @@ struct FlatState::Table {
   }
 
   FlatState::Item ItemOf(const Record* r) const {
-    return FlatState::Item{r->key_view(), ValueOf(r), r->state == kPresent};
+    return FlatState::Item{r->key_view(), r->value_view(), r->state == kPresent};
   }
 };
 
@@ -382,7 +376,7 @@ Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) c
   Table& t = tables_[static_cast<size_t>(cf)];
   const Record* r = t.Find(key);
   if (r == nullptr || r->state != kPresent) return std::optional<std::string>();
-  std::string_view v = t.ValueOf(r);
+  std::string_view v = r->value_view();
   return std::optional<std::string>(std::in_place, v.data(), v.size());
 }
 
