@@ -7,6 +7,7 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <optional>
 #include <utility>
 
 namespace tally {
@@ -145,9 +146,10 @@ struct FlatState::Table {
   size_t capacity = 0;  // cells in index: a power of two, at most 2^32
   Arena records;
   bool indexed = false;
-  size_t keys = 0;     // records indexed
-  size_t pending = 0;  // Puts appended but not indexed yet
-  size_t live = 0;     // keys present
+  std::optional<SetDigest> digest;  // KeepOnlyDigest: no records, only this digest of the Puts
+  size_t keys = 0;                  // records indexed
+  size_t pending = 0;               // Puts appended but not indexed yet
+  size_t live = 0;                  // keys present
 
   Table() { Rehash(kInitialCapacity); }
 
@@ -372,8 +374,14 @@ FlatState::~FlatState() = default;
 FlatState::FlatState(FlatState&&) noexcept = default;
 FlatState& FlatState::operator=(FlatState&&) noexcept = default;
 
-Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) const {
+FlatState::Table& FlatState::Readable(Cf cf) const {
   Table& t = tables_[static_cast<size_t>(cf)];
+  TALLY_CHECK(!t.digest);  // a family kept only as a digest cannot be read
+  return t;
+}
+
+Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) const {
+  Table& t = Readable(cf);
   const Record* r = t.Find(key);
   if (r == nullptr || r->state != kPresent) return std::optional<std::string>();
   std::string_view v = r->value_view();
@@ -383,7 +391,7 @@ Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) c
 Status FlatState::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                        const ScanFn& fn) const {
   std::vector<Item> items;
-  Table& t = tables_[static_cast<size_t>(cf)];
+  Table& t = Readable(cf);
   t.ForEach([&](uint32_t, const Record* r) {
     Item item = t.ItemOf(r);
     if (item.present && item.key >= start && (end.empty() || item.key < end)) items.push_back(item);
@@ -397,18 +405,32 @@ Status FlatState::Scan(Cf cf, std::string_view start, std::string_view end, bool
 }
 
 void FlatState::Put(Cf cf, std::string_view key, std::string_view value) {
-  tables_[static_cast<size_t>(cf)].Put(key, value);
+  Table& t = tables_[static_cast<size_t>(cf)];
+  if (t.digest) {
+    t.digest->Add(key, value);
+  } else {
+    t.Put(key, value);
+  }
 }
 
-void FlatState::Delete(Cf cf, std::string_view key) {
-  tables_[static_cast<size_t>(cf)].Delete(key);
+void FlatState::Delete(Cf cf, std::string_view key) { Readable(cf).Delete(key); }
+
+void FlatState::KeepOnlyDigest(Cf cf, SetDigest digest) {
+  Table& t = tables_[static_cast<size_t>(cf)];
+  TALLY_CHECK(!t.digest && t.records.end() == 1);  // nothing Put yet
+  t.digest.emplace(std::move(digest));
+}
+
+const SetDigest* FlatState::digest(Cf cf) const {
+  const Table& t = tables_[static_cast<size_t>(cf)];
+  return t.digest ? &*t.digest : nullptr;
 }
 
 void FlatState::Reserve(Cf cf, uint64_t keys) {
   // A table holds fewer than 2^31 keys (a record takes at least two of the 2^32 units its
   // references reach); a larger hint is nonsense and ignored, which also keeps the index at most
   // 2^32 cells.
-  if (keys >= (uint64_t{1} << 31)) return;
+  if (keys >= (uint64_t{1} << 31) || tables_[static_cast<size_t>(cf)].digest) return;
   try {
     tables_[static_cast<size_t>(cf)].MakeRoom(keys);
   } catch (const std::bad_alloc&) {
@@ -417,25 +439,26 @@ void FlatState::Reserve(Cf cf, uint64_t keys) {
 }
 
 size_t FlatState::ref_end(Cf cf) const {
-  Table& t = tables_[static_cast<size_t>(cf)];
+  Table& t = Readable(cf);
   t.IndexPending();
   return t.records.end();
 }
 
 size_t FlatState::record_bytes(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
+  if (t.digest) return t.digest->bytes();
   return size_t{t.records.end()} * Arena::kUnit;
 }
 
 FlatState::Item FlatState::At(Cf cf, Ref ref) const {
-  Table& t = tables_[static_cast<size_t>(cf)];
+  Table& t = Readable(cf);
   t.IndexPending();
   TALLY_CHECK(ref != 0 && ref < t.records.end());
   return t.ItemOf(t.Rec(ref));
 }
 
 std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const {
-  const uint32_t ref = tables_[static_cast<size_t>(cf)].FindRef(key);
+  const uint32_t ref = Readable(cf).FindRef(key);
   if (ref == 0) return std::nullopt;
   return ref;
 }
@@ -446,16 +469,17 @@ void FlatState::Prefetch(Cf cf, std::string_view key) const {
 }
 
 void FlatState::FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const {
-  tables_[static_cast<size_t>(cf)].FindMany(keys, n, out);
+  Readable(cf).FindMany(keys, n, out);
 }
 
 void FlatState::ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const {
-  Table& t = tables_[static_cast<size_t>(cf)];
+  Table& t = Readable(cf);
   t.ForEach([&](uint32_t ref, const Record* r) { fn(ref, t.ItemOf(r)); });
 }
 
 size_t FlatState::size(Cf cf) const {
   Table& t = tables_[static_cast<size_t>(cf)];
+  if (t.digest) return t.digest->count();
   t.IndexPending();
   return t.live;
 }

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "ledger/keys.h"
+#include "ledger/set_digest.h"
 #include "ledger/state.h"
 
 namespace tally {
@@ -73,14 +74,26 @@ class FlatState final : public StateWriter {
   // the keys were first Put, except that a key whose record was replaced comes where its new
   // record was made.
   void ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) const;
-  // Keys present in `cf`.
+  // Keys present in `cf` (a family kept as a digest: pairs added to it).
   size_t size(Cf cf) const;
   // Bytes of memory the records of `cf` take (keys, values, headers): what reading them all
-  // costs, roughly; a hint that costs nothing.
+  // costs, roughly; a hint that costs nothing. A family kept as a digest: the bytes of the
+  // pairs added to it.
   size_t record_bytes(Cf cf) const;
+
+  // From now on `cf` keeps no records: each Put adds its key and value to `digest` instead, and
+  // the family can only be compared with a set of pairs as a whole (digest()). For a family that
+  // is only written, each key once (the indexes of entries, whose keys name their entry), and
+  // that need not be located in a difference at once: it saves the memory of its records and
+  // their look-ups. Reading the family (Get, Delete, Scan, Find, FindMany, At, ForEach,
+  // ref_end) is then a fatal error; Reserve and Prefetch do nothing. Only before its first Put.
+  void KeepOnlyDigest(Cf cf, SetDigest digest);
+  // The digest of `cf`'s Puts, or null if it keeps records.
+  const SetDigest* digest(Cf cf) const;
 
  private:
   struct Table;
+  Table& Readable(Cf cf) const;  // the table of a family that keeps records
   std::unique_ptr<Table[]> tables_;
 };
 

@@ -141,6 +141,17 @@ Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
   return Status::Ok();
 }
 
+Result<bool> StoredMatchesDigest(const Store& store, const Snapshot* snapshot, Cf cf,
+                                 const SetDigest& replayed) {
+  SetDigest stored = replayed.Empty();
+  RETURN_IF_ERROR(
+      store.Scan(cf, "", "", false, snapshot, [&](std::string_view k, std::string_view v) {
+        stored.Add(k, v);
+        return true;
+      }));
+  return stored == replayed;
+}
+
 Status CompareTree(const Store& store, const Snapshot* snapshot, const MemoryNodeStore& nodes,
                    uint64_t size, int lowest_level, std::vector<Discrepancy>* found) {
   // The expected keys in key order: level `lowest_level` indices 0 .. (size >> level) - 1, the

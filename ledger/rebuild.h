@@ -12,6 +12,7 @@
 #include "ledger/flat_state.h"
 #include "ledger/keys.h"
 #include "ledger/merkle.h"
+#include "ledger/set_digest.h"
 #include "ledger/store.h"
 
 namespace tally {
@@ -69,6 +70,13 @@ Status RebuildState(const Store& store, const Snapshot* snapshot, RebuildResult*
 // them. Cost: one scan of the column family and one hash look-up per key.
 Status CompareDerivedCf(const Store& store, const Snapshot* snapshot, Cf cf,
                         const FlatState& rebuilt, std::vector<Discrepancy>* found);
+
+// For a column family the replay kept only a digest of (FlatState::KeepOnlyDigest): whether the
+// store's keys and values in `cf` are the pairs `replayed` was made of. One scan, no look-ups. A
+// difference is not located: CompareDerivedCf against a replay that kept the family's records
+// does that.
+Result<bool> StoredMatchesDigest(const Store& store, const Snapshot* snapshot, Cf cf,
+                                 const SetDigest& replayed);
 
 // Compares the tree column family with the complete nodes of a tree of `size` leaves from
 // `lowest_level` up (what the store's format keeps: LowestStoredTreeLevel): one scan, in key

@@ -1,10 +1,14 @@
 // Tests of the ledger's cryptographic formats: hash, base64, signer, note and checkpoint.
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -13,6 +17,7 @@
 #include "ledger/checkpoint.h"
 #include "ledger/hash.h"
 #include "ledger/note.h"
+#include "ledger/set_digest.h"
 #include "ledger/signer.h"
 
 namespace tally {
@@ -543,6 +548,82 @@ TEST_CASE("A signed checkpoint verifies and parses end to end", "[checkpoint][no
   REQUIRE(back.ok());
   CHECK(back->size == 42);
   CHECK(back->root == cp.root);
+}
+
+// SipHash-2-4 with the key 00 01 .. 0f over the messages 00 01 .. (n-1): the reference
+// implementation's published 64-bit vectors, three of its 64.
+TEST_CASE("SipHash-2-4 gives the reference vectors", "[siphash]") {
+  std::array<uint8_t, 16> key;
+  for (int i = 0; i < 16; ++i) key[i] = static_cast<uint8_t>(i);
+  std::string m;
+  for (int i = 0; i < 64; ++i) m.push_back(static_cast<char>(i));
+  CHECK(SipHash64(key, m.substr(0, 0)) == 0x726fdb47dd0e0e31ULL);
+  CHECK(SipHash64(key, m.substr(0, 15)) == 0xa129ca6149be45e5ULL);
+  CHECK(SipHash64(key, m.substr(0, 63)) == 0x958a324ceb064572ULL);
+}
+
+// OpenSSL's SipHash (EVP_MAC "SIPHASH"): 8 or 16 bytes of output, little-endian words.
+std::string OpenSslSipHash(const std::array<uint8_t, 16>& key, std::string_view m, size_t size) {
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "SIPHASH", nullptr);
+  REQUIRE(mac != nullptr);
+  EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size),
+                         OSSL_PARAM_construct_end()};
+  std::string out(size, '\0');
+  size_t n = 0;
+  const bool ok =
+      EVP_MAC_init(ctx, key.data(), key.size(), params) == 1 &&
+      EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(m.data()), m.size()) == 1 &&
+      EVP_MAC_final(ctx, reinterpret_cast<unsigned char*>(out.data()), &n, size) == 1;
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(mac);
+  REQUIRE(ok);
+  REQUIRE(n == size);
+  return out;
+}
+
+std::string LittleEndian(uint64_t v) {
+  std::string s;
+  for (int i = 0; i < 8; ++i) s.push_back(static_cast<char>(v >> (8 * i)));
+  return s;
+}
+
+TEST_CASE("SipHash-2-4, 64 and 128 bits, agrees with OpenSSL's", "[siphash]") {
+  std::mt19937_64 rng(7);
+  for (size_t len = 0; len < 80; ++len) {
+    std::array<uint8_t, 16> key;
+    for (uint8_t& b : key) b = static_cast<uint8_t>(rng());
+    std::string m;
+    for (size_t i = 0; i < len; ++i) m.push_back(static_cast<char>(rng()));
+    INFO("length " << len);
+    CHECK(LittleEndian(SipHash64(key, m)) == OpenSslSipHash(key, m, 8));
+    const SipHash128Out h = SipHash128(key, m);
+    CHECK(LittleEndian(h.lo) + LittleEndian(h.hi) == OpenSslSipHash(key, m, 16));
+  }
+}
+
+TEST_CASE("A set digest depends on the pairs, not their order", "[siphash]") {
+  const SetDigest empty = SetDigest::WithRandomKey();
+  auto of = [&](const std::vector<std::pair<std::string, std::string>>& pairs) {
+    SetDigest d = empty.Empty();
+    for (const auto& [k, v] : pairs) d.Add(k, v);
+    return d;
+  };
+  const SetDigest abc = of({{"a", "1"}, {"b", "2"}, {"c", ""}});
+  CHECK(abc == of({{"c", ""}, {"a", "1"}, {"b", "2"}}));
+  CHECK(abc.count() == 3);
+  CHECK(abc.bytes() == 5);
+  CHECK_FALSE(abc == of({{"a", "1"}, {"b", "2"}}));             // a pair missing
+  CHECK_FALSE(abc == of({{"a", "1"}, {"b", "3"}, {"c", ""}}));  // a value changed
+  CHECK_FALSE(abc == of({{"a", "1"}, {"b", "2"}, {"d", ""}}));  // a key changed
+  CHECK_FALSE(abc == of({{"a", "1"}, {"b2", ""}, {"c", ""}}));  // a byte moved to the key
+  CHECK_FALSE(abc == of({{"a", "1"}, {"b", "2"}, {"c", ""}, {"c", ""}}));  // a pair twice
+  CHECK_FALSE(abc == SetDigest::WithRandomKey());
+  CHECK(empty.Empty() == empty);
+  // Another key: the same pairs, another digest.
+  SetDigest other = SetDigest::WithRandomKey();
+  for (const char* k : {"a", "b", "c"}) other.Add(k, "");
+  CHECK_FALSE(other == of({{"a", ""}, {"b", ""}, {"c", ""}}));
 }
 
 }  // namespace

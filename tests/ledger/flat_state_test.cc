@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "ledger/set_digest.h"
 #include "ledger/state.h"
 
 namespace tally {
@@ -226,6 +227,31 @@ TEST_CASE("FlatState scans a range in order", "[flat_state]") {
              return got.size() < 3;
            }).ok());
   CHECK(got == Pairs{{"k1052", "v"}, {"k1051", "v"}, {"k1049", "v"}});
+}
+
+TEST_CASE("FlatState keeps only a digest of a family it is told to", "[flat_state]") {
+  FlatState s;
+  const SetDigest empty = SetDigest::WithRandomKey();
+  s.KeepOnlyDigest(Cf::kProgramEntries, empty.Empty());
+  CHECK(s.digest(Cf::kLots) == nullptr);
+  SetDigest want = empty.Empty();
+  for (int i = 0; i < 1000; ++i) {
+    const std::string k = "p" + std::to_string(i);
+    s.Put(Cf::kProgramEntries, k, "e");
+    s.Put(Cf::kLots, k, "lot");
+    want.Add(k, "e");
+  }
+  s.Prefetch(Cf::kProgramEntries, "p1");  // does nothing
+  s.Reserve(Cf::kProgramEntries, 1000);   // likewise
+  REQUIRE(s.digest(Cf::kProgramEntries) != nullptr);
+  CHECK(*s.digest(Cf::kProgramEntries) == want);
+  CHECK(s.size(Cf::kProgramEntries) == 1000);
+  CHECK(s.record_bytes(Cf::kProgramEntries) == want.bytes());
+  // The other families keep their records.
+  CHECK(s.size(Cf::kLots) == 1000);
+  auto lot = s.Get(Cf::kLots, "p7");
+  REQUIRE(lot.ok());
+  CHECK(*lot == std::optional<std::string>("lot"));
 }
 
 }  // namespace
