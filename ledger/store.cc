@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -178,6 +179,12 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>
   return cf;
 }
 
+// RocksDB counts each operation's work in thread-local counters by default (PerfLevel
+// kEnableCount): a thread-local access for every key comparison, block read and memtable look-up,
+// on the thread that calls it, and nothing in Tally reads them. Every Store call that reads or
+// writes turns counting off for its thread first (one thread-local store).
+void CountNothing() { rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable); }
+
 }  // namespace
 
 struct Store::Rep {
@@ -262,6 +269,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
 
 Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
                                               const Snapshot* snapshot) const {
+  CountNothing();
   rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, cf == Cf::kTree);
   std::string value;
   rocksdb::Status s = rep_->db->Get(ro, rep_->cf(cf), ToSlice(key), &value);
@@ -272,6 +280,7 @@ Result<std::optional<std::string>> Store::Get(Cf cf, std::string_view key,
 
 Result<std::vector<std::optional<std::string>>> Store::MultiGet(
     const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const {
+  CountNothing();
   bool tree = false;
   for (const auto& [cf, key] : keys) tree = tree || cf == Cf::kTree;
   rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, tree);
@@ -298,6 +307,7 @@ Result<std::vector<std::optional<std::string>>> Store::MultiGet(
 
 Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
                    const Snapshot* snapshot, const ScanFn& fn) const {
+  CountNothing();
   rocksdb::ReadOptions ro = ReadOpts(rep_->mode, snapshot, cf == Cf::kTree);
   rocksdb::Slice lower = ToSlice(start), upper = ToSlice(end);
   ro.iterate_lower_bound = &lower;
@@ -326,6 +336,7 @@ Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool rev
 Status Store::Write(StoreBatch& batch) {
   TALLY_CHECK(batch.rep_->store == rep_.get());
   if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
+  CountNothing();
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(rep_->db->Write(wo, &batch.rep_->batch), "write");
