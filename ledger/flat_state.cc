@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <new>
 #include <optional>
 #include <utility>
@@ -131,6 +132,101 @@ constexpr size_t kInitialCapacity = 512;  // power of two: one 4 KiB page of cel
 
 uint64_t HashOf(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
+// The fingerprints of a family's keys (KeepOnlyDigest with reads; HashOf, the tables' own hash):
+// an open-addressing set of 64-bit values over fresh pages (0: empty; a fingerprint of 0 is taken
+// as 1), linearly probed, at most three quarters full. A set of fingerprints has no false
+// negatives, so a shared fingerprint can only make a new key look like an earlier one, which
+// sends the audit to its exact comparison: it is never a wrong answer, so it needs no secret key.
+class FingerprintSet {
+ public:
+  FingerprintSet() { Rehash(kInitialCapacity); }
+  bool Contains(uint64_t fp) const { return slots_[Probe(Nonzero(fp))] != 0; }
+  // False if it was there already.
+  bool Insert(uint64_t fp) {
+    fp = Nonzero(fp);
+    const size_t i = Probe(fp);
+    if (slots_[i] != 0) return false;
+    slots_[i] = fp;
+    if ((++count_) * 4 > capacity_ * 3) Rehash(capacity_ * 2);
+    return true;
+  }
+  // Starts loading the slot where a probe for `fp` begins.
+  void Prefetch(uint64_t fp) const {
+    __builtin_prefetch(&slots_[static_cast<size_t>(Nonzero(fp)) & (capacity_ - 1)]);
+  }
+  void MakeRoom(size_t n) {
+    size_t need = capacity_;
+    while ((n + 1) * 4 > need * 3) need *= 2;
+    if (need > capacity_) Rehash(need);
+  }
+
+ private:
+  static uint64_t Nonzero(uint64_t fp) { return fp == 0 ? 1 : fp; }
+  size_t Probe(uint64_t fp) const {
+    const size_t mask = capacity_ - 1;
+    size_t i = static_cast<size_t>(fp) & mask;
+    while (slots_[i] != 0 && slots_[i] != fp) i = (i + 1) & mask;
+    return i;
+  }
+  void Rehash(size_t capacity) {
+    Pages fresh_pages(capacity * sizeof(uint64_t));
+    auto* fresh = reinterpret_cast<uint64_t*>(fresh_pages.data());  // zeroed pages: empty
+    for (size_t j = 0; j < capacity_; ++j) {
+      const uint64_t fp = slots_[j];
+      if (fp == 0) continue;
+      size_t i = static_cast<size_t>(fp) & (capacity - 1);
+      while (fresh[i] != 0) i = (i + 1) & (capacity - 1);
+      fresh[i] = fp;
+    }
+    pages_ = std::move(fresh_pages);
+    slots_ = fresh;
+    capacity_ = capacity;
+  }
+
+  Pages pages_;
+  uint64_t* slots_ = nullptr;
+  size_t capacity_ = 0;  // a power of two
+  size_t count_ = 0;
+};
+
+// A family kept only as a digest (FlatState::KeepOnlyDigest).
+struct DigestOnly {
+  DigestOnly(SetDigest d, bool r) : digest(std::move(d)), reads(r) {}
+  SetDigest digest;
+  bool reads = false;
+  // With reads: every key's fingerprint, the last pair Put, and whether the digest lost track.
+  FingerprintSet seen;
+  std::string last_key, last_value;
+  bool has_last = false;
+  bool lost_track = false;
+
+  void Put(std::string_view key, std::string_view value) {
+    if (reads) {
+      if (has_last && key == last_key) {
+        digest.Remove(last_key, last_value);
+      } else if (!seen.Insert(HashOf(key))) {
+        lost_track = true;  // an earlier key, whose value is not kept
+      }
+      last_key.assign(key);
+      last_value.assign(value);
+      has_last = true;
+    }
+    digest.Add(key, value);
+  }
+  // The value of `key` if it is the last key Put; nullopt if it was never Put (or cannot be
+  // told: lost_track).
+  std::optional<std::string_view> Get(std::string_view key) {
+    TALLY_CHECK(reads);  // a family kept only as a digest, without reads, cannot be read
+    if (has_last && key == last_key) return std::string_view(last_value);
+    if (seen.Contains(HashOf(key))) lost_track = true;
+    return std::nullopt;
+  }
+  void Delete(std::string_view key) {
+    // Deleting a key it holds cannot be followed; deleting an absent key changes nothing.
+    if (Get(key) || lost_track) lost_track = true;
+  }
+};
+
 }  // namespace
 
 // One column family. Until it is first read, Puts are only appended to the record arena (no
@@ -146,10 +242,10 @@ struct FlatState::Table {
   size_t capacity = 0;  // cells in index: a power of two, at most 2^32
   Arena records;
   bool indexed = false;
-  std::optional<SetDigest> digest;  // KeepOnlyDigest: no records, only this digest of the Puts
-  size_t keys = 0;                  // records indexed
-  size_t pending = 0;               // Puts appended but not indexed yet
-  size_t live = 0;                  // keys present
+  std::unique_ptr<DigestOnly> digest_only;  // KeepOnlyDigest: no records, only a digest
+  size_t keys = 0;                          // records indexed
+  size_t pending = 0;                       // Puts appended but not indexed yet
+  size_t live = 0;                          // keys present
 
   Table() { Rehash(kInitialCapacity); }
 
@@ -376,11 +472,17 @@ FlatState& FlatState::operator=(FlatState&&) noexcept = default;
 
 FlatState::Table& FlatState::Readable(Cf cf) const {
   Table& t = tables_[static_cast<size_t>(cf)];
-  TALLY_CHECK(!t.digest);  // a family kept only as a digest cannot be read
+  TALLY_CHECK(!t.digest_only);  // a family kept only as a digest has no records to read
   return t;
 }
 
 Result<std::optional<std::string>> FlatState::Get(Cf cf, std::string_view key) const {
+  Table& u = tables_[static_cast<size_t>(cf)];
+  if (u.digest_only) {
+    std::optional<std::string_view> v = u.digest_only->Get(key);
+    if (!v) return std::optional<std::string>();
+    return std::optional<std::string>(std::in_place, v->data(), v->size());
+  }
   Table& t = Readable(cf);
   const Record* r = t.Find(key);
   if (r == nullptr || r->state != kPresent) return std::optional<std::string>();
@@ -406,33 +508,51 @@ Status FlatState::Scan(Cf cf, std::string_view start, std::string_view end, bool
 
 void FlatState::Put(Cf cf, std::string_view key, std::string_view value) {
   Table& t = tables_[static_cast<size_t>(cf)];
-  if (t.digest) {
-    t.digest->Add(key, value);
+  if (t.digest_only) {
+    t.digest_only->Put(key, value);
   } else {
     t.Put(key, value);
   }
 }
 
-void FlatState::Delete(Cf cf, std::string_view key) { Readable(cf).Delete(key); }
-
-void FlatState::KeepOnlyDigest(Cf cf, SetDigest digest) {
+void FlatState::Delete(Cf cf, std::string_view key) {
   Table& t = tables_[static_cast<size_t>(cf)];
-  TALLY_CHECK(!t.digest && t.records.end() == 1);  // nothing Put yet
-  t.digest.emplace(std::move(digest));
+  if (t.digest_only) {
+    TALLY_CHECK(t.digest_only->reads);  // a family kept only as a digest, without reads
+    t.digest_only->Delete(key);
+  } else {
+    t.Delete(key);
+  }
+}
+
+void FlatState::KeepOnlyDigest(Cf cf, SetDigest digest, bool reads) {
+  Table& t = tables_[static_cast<size_t>(cf)];
+  TALLY_CHECK(!t.digest_only && t.records.end() == 1);  // nothing Put yet
+  t.digest_only = std::make_unique<DigestOnly>(std::move(digest), reads);
 }
 
 const SetDigest* FlatState::digest(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  return t.digest ? &*t.digest : nullptr;
+  return t.digest_only ? &t.digest_only->digest : nullptr;
+}
+
+bool FlatState::lost_track(Cf cf) const {
+  const Table& t = tables_[static_cast<size_t>(cf)];
+  return t.digest_only && t.digest_only->lost_track;
 }
 
 void FlatState::Reserve(Cf cf, uint64_t keys) {
   // A table holds fewer than 2^31 keys (a record takes at least two of the 2^32 units its
   // references reach); a larger hint is nonsense and ignored, which also keeps the index at most
   // 2^32 cells.
-  if (keys >= (uint64_t{1} << 31) || tables_[static_cast<size_t>(cf)].digest) return;
+  if (keys >= (uint64_t{1} << 31)) return;
+  Table& t = tables_[static_cast<size_t>(cf)];
   try {
-    tables_[static_cast<size_t>(cf)].MakeRoom(keys);
+    if (t.digest_only) {
+      if (t.digest_only->reads) t.digest_only->seen.MakeRoom(keys);
+      return;
+    }
+    t.MakeRoom(keys);
   } catch (const std::bad_alloc&) {
     // A hint only: the table keeps what it had and grows as before.
   }
@@ -446,7 +566,7 @@ size_t FlatState::ref_end(Cf cf) const {
 
 size_t FlatState::record_bytes(Cf cf) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  if (t.digest) return t.digest->bytes();
+  if (t.digest_only) return t.digest_only->digest.bytes();
   return size_t{t.records.end()} * Arena::kUnit;
 }
 
@@ -465,7 +585,11 @@ std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const
 
 void FlatState::Prefetch(Cf cf, std::string_view key) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
-  if (t.indexed) t.PrefetchCell(HashOf(key));
+  if (t.digest_only) {
+    if (t.digest_only->reads) t.digest_only->seen.Prefetch(HashOf(key));
+  } else if (t.indexed) {
+    t.PrefetchCell(HashOf(key));
+  }
 }
 
 void FlatState::FindMany(Cf cf, const std::string_view* keys, size_t n, Ref* out) const {
@@ -479,7 +603,7 @@ void FlatState::ForEach(Cf cf, const std::function<void(Ref, const Item&)>& fn) 
 
 size_t FlatState::size(Cf cf) const {
   Table& t = tables_[static_cast<size_t>(cf)];
-  if (t.digest) return t.digest->count();
+  if (t.digest_only) return t.digest_only->digest.count();
   t.IndexPending();
   return t.live;
 }

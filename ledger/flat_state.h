@@ -82,14 +82,26 @@ class FlatState final : public StateWriter {
   size_t record_bytes(Cf cf) const;
 
   // From now on `cf` keeps no records: each Put adds its key and value to `digest` instead, and
-  // the family can only be compared with a set of pairs as a whole (digest()). For a family that
-  // is only written, each key once (the indexes of entries, whose keys name their entry), and
-  // that need not be located in a difference at once: it saves the memory of its records and
-  // their look-ups. Reading the family (Get, Delete, Scan, Find, FindMany, At, ForEach,
-  // ref_end) is then a fatal error; Reserve and Prefetch do nothing. Only before its first Put.
-  void KeepOnlyDigest(Cf cf, SetDigest digest);
-  // The digest of `cf`'s Puts, or null if it keeps records.
+  // the family can only be compared with a set of pairs as a whole (digest()). It saves the memory
+  // of the records and the look-ups of a compare, for a family that need not be located in a
+  // difference at once. Only before its first Put. Two kinds:
+  // - reads = false, for a family that is only written, each key once (the indexes of entries,
+  //   whose keys name their entry). Reading it (Get, Delete, Scan, Find, FindMany, At, ForEach,
+  //   ref_end) is a fatal error; Reserve and Prefetch do nothing.
+  // - reads = true, for a family whose reads are of keys never written (a miss) or of the key
+  //   written last, and whose writes are of new keys or again of the key written last (idempotency
+  //   keys, whose entries are consecutive; business keys). It keeps a 64-bit fingerprint of each
+  //   key (its hash) and the last key and value. A Get or Put of an earlier key, or a Delete of a
+  //   key it holds, cannot be followed: the Get answers "absent", and lost_track() says so from
+  //   then on; what was replayed must then be replayed again keeping records. A key never written
+  //   that shares a fingerprint with one that was is taken for an earlier key (lost track), never
+  //   for an absent one. Scan, Find, FindMany, At, ForEach and ref_end are fatal errors; Reserve
+  //   sizes the fingerprints and Prefetch starts loading one.
+  void KeepOnlyDigest(Cf cf, SetDigest digest, bool reads = false);
+  // The digest of `cf`'s pairs, or null if it keeps records.
   const SetDigest* digest(Cf cf) const;
+  // Whether `cf`, kept as a digest with reads, met a read or write it could not follow.
+  bool lost_track(Cf cf) const;
 
  private:
   struct Table;

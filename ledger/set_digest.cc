@@ -89,18 +89,30 @@ SetDigest SetDigest::WithRandomKey() {
   return SetDigest(key);
 }
 
-void SetDigest::Add(std::string_view key, std::string_view value) {
+SipHash128Out SetDigest::Hash(std::string_view key, std::string_view value) {
   TALLY_CHECK(key.size() <= UINT32_MAX);
   const auto n = static_cast<uint32_t>(key.size());
   message_.clear();
   for (int i = 0; i < 4; ++i) message_.push_back(static_cast<char>(n >> (8 * i)));
   message_.append(key);
   message_.append(value);
-  const SipHash128Out h = SipHash128(key_, message_);
+  return SipHash128(key_, message_);
+}
+
+void SetDigest::Add(std::string_view key, std::string_view value) {
+  const SipHash128Out h = Hash(key, value);
   sum_lo_ += h.lo;
   sum_hi_ += h.hi + (sum_lo_ < h.lo ? 1 : 0);  // the carry out of the low half
   ++count_;
   bytes_ += key.size() + value.size();
+}
+
+void SetDigest::Remove(std::string_view key, std::string_view value) {
+  const SipHash128Out h = Hash(key, value);
+  sum_hi_ -= h.hi + (sum_lo_ < h.lo ? 1 : 0);  // the borrow into the low half
+  sum_lo_ -= h.lo;
+  --count_;
+  bytes_ -= key.size() + value.size();
 }
 
 }  // namespace tally

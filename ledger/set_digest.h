@@ -38,9 +38,12 @@ class SetDigest {
   // Adds the pair: SipHash-2-4-128 of the key's length (4 bytes, little-endian), the key and the
   // value, so that no two pairs are one message.
   void Add(std::string_view key, std::string_view value);
+  // Takes back a pair added before (when a key's value is replaced).
+  void Remove(std::string_view key, std::string_view value);
 
+  // Pairs added and not taken back.
   uint64_t count() const { return count_; }
-  // Bytes of the keys and values added.
+  // Bytes of the keys and values added (and not taken back).
   uint64_t bytes() const { return bytes_; }
   // The same key, and the same sum and count.
   bool operator==(const SetDigest& o) const {
@@ -53,6 +56,7 @@ class SetDigest {
   uint64_t sum_hi_ = 0;
   uint64_t count_ = 0;
   uint64_t bytes_ = 0;
+  SipHash128Out Hash(std::string_view key, std::string_view value);
   std::string message_;  // the last pair's message, its memory kept for the next one
 };
 

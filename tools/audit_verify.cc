@@ -566,13 +566,23 @@ Result<int> StoredTreeLevels(const Store& store, const Snapshot* snap,
   return by_key;
 }
 
-// The indexes of entries: the replay only writes them, and each of their keys names its entry, so
-// it writes each key once. The replay keeps only a set digest of each (FlatState::KeepOnlyDigest),
-// which the compare checks against the stored family in one scan with no look-ups; a family whose
-// digest differs is compared again key by key (LocateDigestDifferences). They are two of the six
-// derived keys each earn adds: at 5M entries, about 400 MB of records and index the replay no
-// longer makes (docs/audit.md).
-constexpr Cf kDigestCfs[] = {Cf::kCustomerEntries, Cf::kProgramEntries};
+// The families the replay keeps only a set digest of (FlatState::KeepOnlyDigest), which the
+// compare checks against the stored family in one scan with no look-ups: the indexes of entries,
+// which the replay only writes, each key once (each names its entry); and idempotency and business
+// keys, which it reads only to find a key new (or, for idempotency, the key of the entry just
+// before), and so follows with a fingerprint of each key and the last pair. Together they are
+// four of the six derived keys each earn adds: at 5M entries, about 1.2 GB of records and
+// index the replay does not make. If a digest differs from the store's, or lost track of a read,
+// the derived state is compared again exactly (CompareExactly), so that every finding names its
+// key and none rests on a digest (docs/audit.md).
+struct DigestCf {
+  Cf cf;
+  bool reads;
+};
+constexpr DigestCf kDigestCfs[] = {{Cf::kCustomerEntries, false},
+                                   {Cf::kProgramEntries, false},
+                                   {Cf::kIdempotency, true},
+                                   {Cf::kBusinessKeys, true}};
 
 // The derived column families (all but the tree) still to compare, largest first (by the memory
 // their replayed records take, or the bytes a digest was made of: what comparing them costs), so
@@ -619,34 +629,39 @@ class CompareQueue {
   std::vector<char> digest_differs_;  // by column family
 };
 
-// Compares each family of `cfs`, kept as a digest that differs from the store's, key by key: the
-// log is replayed once more, on this thread, into state that keeps every family's records. What
-// the replay itself finds was reported by the first one. Only when a digest differs, so a clean
-// ledger never pays for it.
-Status LocateDigestDifferences(const Store& store, const Snapshot* snap, const std::vector<Cf>& cfs,
-                               std::vector<std::vector<Discrepancy>>* found) {
+// The derived state compared exactly, as if no family were kept as a digest: the log replayed
+// once more, on this thread, into state that keeps every family's records (what that replay finds
+// goes to `replay_found`), and every derived column family but the tree compared key by key (into
+// found[cf]); `derived_keys` is then counted from it. Run only when a digest differs from the
+// store's or lost track of a read, so a clean ledger never pays for it. `differing`: the families
+// whose digest differed; unless a digest lost track, each of them must show a difference here, and
+// one that does not is reported all the same, never passed over.
+Status CompareExactly(const Store& store, const Snapshot* snap, const std::vector<Cf>& differing,
+                      bool lost_track, uint64_t tree_size, int lowest_tree_level,
+                      std::vector<Discrepancy>* replay_found,
+                      std::vector<std::vector<Discrepancy>>* found, uint64_t* derived_keys) {
   RebuildResult again;
-  std::vector<Discrepancy> reported_already;
-  Replayer replayer(&again, &reported_already);
+  Replayer replayer(&again, replay_found);
   Entry entry;
   RETURN_IF_ERROR(
       store.Scan(Cf::kEntries, "", "", false, snap, [&](std::string_view k, std::string_view v) {
         replayer.Apply(k, DecodeEntryInto(v, &entry), entry);
         return true;
       }));
-  for (Cf cf : cfs) {
-    std::vector<Discrepancy>& cf_found = (*found)[static_cast<size_t>(cf)];
-    const size_t before = cf_found.size();
-    RETURN_IF_ERROR(CompareDerivedCf(store, snap, cf, again.state, &cf_found));
-    // Every key matching while the digests differ would take a key the replay wrote twice, which
-    // these families' keys rule out; it is reported all the same, never passed over.
-    if (cf_found.size() == before) {
-      cf_found.push_back(At(cf, "", std::nullopt,
-                            "column family differs from the replay's set digest, though every key "
-                            "and value matches",
-                            "", ""));
-    }
+  for (int i = 0; i < kCfCount; ++i) {
+    const auto cf = static_cast<Cf>(i);
+    if (!IsDerivedCf(cf) || cf == Cf::kTree) continue;
+    RETURN_IF_ERROR(CompareDerivedCf(store, snap, cf, again.state, &(*found)[i]));
   }
+  for (Cf cf : differing) {
+    std::vector<Discrepancy>& cf_found = (*found)[static_cast<size_t>(cf)];
+    if (lost_track || !cf_found.empty()) continue;
+    cf_found.push_back(At(cf, "", std::nullopt,
+                          "column family differs from the replay's set digest, though every key "
+                          "and value matches",
+                          "", ""));
+  }
+  *derived_keys = CountDerivedKeys(again.state, tree_size, lowest_tree_level);
   return Status::Ok();
 }
 
@@ -707,7 +722,8 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   try {
     // The indexes of entries as digests, under a key made for this run (kDigestCfs).
     const SetDigest digest = SetDigest::WithRandomKey();
-    for (Cf cf : kDigestCfs) rebuilt.state.KeepOnlyDigest(cf, digest.Empty());
+    for (const DigestCf& d : kDigestCfs)
+      rebuilt.state.KeepOnlyDigest(d.cf, digest.Empty(), d.reads);
     // Room in the replay's tables for as many keys as the store holds, so that they do not
     // regrow (rehashing, and touching fresh memory at every doubling) as the replay fills them.
     for (int i = 0; i < kCfCount; ++i) {
@@ -749,13 +765,23 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   r->entries = rebuilt.entries;
   r->checkpoints = pass.checkpoints.size();
   r->derived_keys = CountDerivedKeys(rebuilt.state, pass.frontier.size(), lowest_tree_level);
-  if (std::vector<Cf> differing = queue->DigestsDiffering(); !differing.empty()) {
+  bool lost_track = false;
+  for (const DigestCf& d : kDigestCfs) lost_track = lost_track || rebuilt.state.lost_track(d.cf);
+  if (std::vector<Cf> differing = queue->DigestsDiffering(); lost_track || !differing.empty()) {
+    // The first replay's findings, and those of every family compared against it, give way to
+    // the exact comparison's.
     queue.reset();
-    rebuilt = RebuildResult();  // its memory back before the second replay takes as much
+    rebuilt = RebuildResult();  // its memory back before the second replay takes more
+    r->discrepancies.clear();
+    for (int i = 0; i < kCfCount; ++i) {
+      if (IsDerivedCf(static_cast<Cf>(i)) && static_cast<Cf>(i) != Cf::kTree) found[i].clear();
+    }
     try {
-      RETURN_IF_ERROR(LocateDigestDifferences(store, snap, differing, &found));
+      RETURN_IF_ERROR(CompareExactly(store, snap, differing, lost_track, pass.frontier.size(),
+                                     lowest_tree_level, &r->discrepancies, &found,
+                                     &r->derived_keys));
     } catch (...) {
-      return FromException("the second replay");
+      return FromException("the exact comparison");
     }
   }
   r->compare_seconds = SecondsSince(start);

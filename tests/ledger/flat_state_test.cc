@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -252,6 +253,55 @@ TEST_CASE("FlatState keeps only a digest of a family it is told to", "[flat_stat
   auto lot = s.Get(Cf::kLots, "p7");
   REQUIRE(lot.ok());
   CHECK(*lot == std::optional<std::string>("lot"));
+}
+
+// A family kept as a digest with reads: new keys and the last key are followed; an earlier key
+// is not, and says so.
+TEST_CASE("FlatState follows reads of new keys and of the last key in a digest", "[flat_state]") {
+  const SetDigest empty = SetDigest::WithRandomKey();
+  auto fresh = [&] {
+    auto s = std::make_unique<FlatState>();
+    s->KeepOnlyDigest(Cf::kIdempotency, empty.Empty(), true);
+    s->Reserve(Cf::kIdempotency, 100);
+    return s;
+  };
+  auto get = [](FlatState& s, std::string_view k) {
+    auto v = s.Get(Cf::kIdempotency, k);
+    REQUIRE(v.ok());
+    return *v;
+  };
+  std::unique_ptr<FlatState> s = fresh();
+  SetDigest want = empty.Empty();
+  for (int i = 0; i < 1000; ++i) {
+    const std::string k = "k" + std::to_string(i);
+    s->Prefetch(Cf::kIdempotency, k);
+    CHECK(get(*s, k) == std::nullopt);  // new
+    s->Put(Cf::kIdempotency, k, "1");
+    CHECK(get(*s, k) == std::optional<std::string>("1"));  // the last key
+    if (i % 10 == 0) {
+      s->Put(Cf::kIdempotency, k, "22");  // the last key again, another value
+      want.Add(k, "22");
+    } else {
+      want.Add(k, "1");
+    }
+  }
+  s->Delete(Cf::kIdempotency, "never");  // an absent key: nothing to follow
+  CHECK_FALSE(s->lost_track(Cf::kIdempotency));
+  CHECK(*s->digest(Cf::kIdempotency) == want);
+  CHECK(s->size(Cf::kIdempotency) == 1000);
+
+  // An earlier key, read, written or deleted: not followed.
+  s->Put(Cf::kIdempotency, "k5", "x");
+  CHECK(s->lost_track(Cf::kIdempotency));
+  s = fresh();
+  s->Put(Cf::kIdempotency, "a", "1");
+  s->Put(Cf::kIdempotency, "b", "1");
+  CHECK(get(*s, "a") == std::nullopt);
+  CHECK(s->lost_track(Cf::kIdempotency));
+  s = fresh();
+  s->Put(Cf::kIdempotency, "a", "1");
+  s->Delete(Cf::kIdempotency, "a");
+  CHECK(s->lost_track(Cf::kIdempotency));
 }
 
 }  // namespace

@@ -10,17 +10,20 @@
 #include <string>
 #include <vector>
 
+#include "ledger/apply.h"
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
 #include "ledger/clock.h"
 #include "ledger/coding.h"
 #include "ledger/entry.h"
+#include "ledger/flat_state.h"
 #include "ledger/keys.h"
 #include "ledger/ledger.h"
 #include "ledger/loyalty.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/signer.h"
+#include "ledger/state.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
 #include "tools/audit.h"
@@ -58,6 +61,7 @@ uint64_t WriteLedger(const std::string& data) {
     EarnRequest earn;
     earn.customer = customer;
     earn.points = 100;
+    earn.order_id = std::string("order-") + customer;
     Ok(loyalty.Earn(next(), "acme", earn));
     clock.Advance(kMicrosPerSecond);
   }
@@ -137,6 +141,99 @@ TEST_CASE("Verify finds an entry added after the last checkpoint", "[audit][tamp
   CHECK(r.exit_code == kExitDiscrepancy);
   CHECK(r.entries == f.size + 1);
   CHECK_FALSE(r.discrepancies.empty());
+}
+
+// Verify's replay keeps idempotency and business keys only as digests with fingerprints, which
+// cannot tell an earlier key's value; an entry that reuses one sends it to its exact comparison,
+// whose replay names the reuse.
+TEST_CASE("Verify names an added entry that reuses an idempotency key or a business key",
+          "[audit][tamper]") {
+  for (bool reuse_order : {false, true}) {
+    INFO((reuse_order ? "business key" : "idempotency key"));
+    Fixture f;
+    {
+      auto store = f.Open();
+      Entry e = Ok(DecodeEntry(ForgedEntry(*store, f.size)));
+      if (reuse_order) {
+        e.order_id = "order-bob";  // bob's earn, entry 2
+      } else {
+        e.idempotency_key = "idem-2";  // alice's earn, entry 1
+      }
+      Put(*store, Cf::kEntries, EntryKey(f.size), EncodeEntry(e));
+    }
+    VerifyResult r = VerifyWithFirstKey(f.t, f.data);
+    INFO(Lines(r));
+    CHECK(r.exit_code == kExitDiscrepancy);
+    CHECK(Mentions(
+        r, reuse_order ? "claims a business key of entry 2" : "reuses idempotency key of entry 1"));
+  }
+}
+
+// State that forgets one key of one family, as verify's digest with reads does for an earlier key
+// when it loses track: a Get of it answers absent.
+class Forgetting final : public StateWriter {
+ public:
+  Forgetting(FlatState* state, Cf cf, std::string key)
+      : state_(state), cf_(cf), key_(std::move(key)) {}
+  Result<std::optional<std::string>> Get(Cf cf, std::string_view key) const override {
+    if (cf == cf_ && key == key_) return std::optional<std::string>();
+    return state_->Get(cf, key);
+  }
+  Status Scan(Cf cf, std::string_view start, std::string_view end, bool reverse,
+              const ScanFn& fn) const override {
+    return state_->Scan(cf, start, end, reverse, fn);
+  }
+  void Put(Cf cf, std::string_view key, std::string_view value) override {
+    state_->Put(cf, key, value);
+  }
+  void Delete(Cf cf, std::string_view key) override { state_->Delete(cf, key); }
+
+ private:
+  FlatState* state_;
+  Cf cf_;
+  std::string key_;
+};
+
+// An entry that reuses an earlier idempotency key, with all derived state rewritten to what a
+// replay blind to the reuse makes. Verify's replay keeps idempotency keys only as a digest with
+// fingerprints, which holds no earlier value: it loses track of the reused key, and its digest
+// cannot take the key's earlier pair back, so it differs from the store's. Either sends verify
+// to its exact comparison, whose replay names the reuse.
+TEST_CASE("Verify names a reused key with the derived state rewritten to hide it",
+          "[audit][tamper]") {
+  Fixture f;
+  {
+    auto store = f.Open();
+    Entry e = Ok(DecodeEntry(ForgedEntry(*store, f.size)));
+    e.idempotency_key = "idem-2";  // alice's earn, entry 1
+    Put(*store, Cf::kEntries, EntryKey(f.size), EncodeEntry(e));
+    FlatState replayed;
+    Forgetting view(&replayed, Cf::kIdempotency, IdempotencyKey(e.actor, e.idempotency_key));
+    for (uint64_t id = 0; id <= f.size; ++id) {
+      Entry each = Ok(DecodeEntry(Ok(store->Get(Cf::kEntries, EntryKey(id))).value()));
+      REQUIRE(ApplyEntry(each, &view).ok());
+    }
+    StoreBatch b(*store);
+    for (int i = 0; i < kCfCount; ++i) {
+      const auto cf = static_cast<Cf>(i);
+      if (!IsDerivedCf(cf) || cf == Cf::kTree) continue;
+      REQUIRE(store
+                  ->Scan(cf, "", "", false, nullptr,
+                         [&](std::string_view k, std::string_view) {
+                           b.Delete(cf, k);
+                           return true;
+                         })
+                  .ok());
+      replayed.ForEach(cf, [&](FlatState::Ref, const FlatState::Item& item) {
+        if (item.present) b.Put(cf, item.key, item.value);
+      });
+    }
+    REQUIRE(store->Write(b).ok());
+  }
+  VerifyResult r = VerifyWithFirstKey(f.t, f.data);
+  INFO(Lines(r));
+  CHECK(r.exit_code == kExitDiscrepancy);
+  CHECK(Mentions(r, "reuses idempotency key of entry 1"));
 }
 
 TEST_CASE("Verify finds an entry added with a checkpoint signed by another key",
