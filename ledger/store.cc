@@ -170,7 +170,7 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>
   // With the default the WAL limit always came first, and every family flushed at once, a dozen
   // flushes competing with the writer for two cores; at 8 MiB the log and the largest indexes
   // flush on their own in between. The p99 of earns paced at half of full load fell from about
-  // 20 ms to about 10 ms (docs/BENCHMARKS.md, "Latest results: 8 MiB memtables").
+  // 20 ms to about 10 ms (docs/BENCHMARKS.md, "8 MiB memtables").
   cf.write_buffer_size = 8 << 20;
   cf.memtable_prefix_bloom_size_ratio = 0.05;
   cf.memtable_whole_key_filtering = true;
