@@ -132,11 +132,13 @@ constexpr size_t kInitialCapacity = 512;  // power of two: one 4 KiB page of cel
 
 uint64_t HashOf(std::string_view key) { return std::hash<std::string_view>{}(key); }
 
-// The fingerprints of a family's keys (KeepOnlyDigest with reads; HashOf, the tables' own hash):
-// an open-addressing set of 64-bit values over fresh pages (0: empty; a fingerprint of 0 is taken
-// as 1), linearly probed, at most three quarters full. A set of fingerprints has no false
-// negatives, so a shared fingerprint can only make a new key look like an earlier one, which
-// sends the audit to its exact comparison: it is never a wrong answer, so it needs no secret key.
+// The fingerprints of a family's keys (KeepOnlyDigest with reads; SetDigest::Fingerprint): an
+// open-addressing set of 64-bit values over fresh pages (0: empty; a fingerprint of 0 is taken as
+// 1), linearly probed, at most three quarters full. A set of fingerprints has no false negatives,
+// so a shared fingerprint can only make a new key look like an earlier one, which sends the audit
+// to its exact comparison: never a wrong answer. The fingerprints are keyed all the same, so that
+// whoever chooses keys (an API client, its idempotency keys and order ids) cannot send every audit
+// the slow way with two keys that share one.
 class FingerprintSet {
  public:
   FingerprintSet() { Rehash(kInitialCapacity); }
@@ -199,12 +201,25 @@ struct DigestOnly {
   std::string last_key, last_value;
   bool has_last = false;
   bool lost_track = false;
+  std::string probe_key;  // FingerprintOf's last key and its fingerprint
+  uint64_t probe_fingerprint = 0;
+  bool has_probe = false;
+
+  // The fingerprint of `key`, kept for a next call with the same key (a Get, then a Put).
+  uint64_t FingerprintOf(std::string_view key) {
+    if (!has_probe || key != probe_key) {
+      probe_key.assign(key);
+      probe_fingerprint = digest.Fingerprint(key);
+      has_probe = true;
+    }
+    return probe_fingerprint;
+  }
 
   void Put(std::string_view key, std::string_view value) {
     if (reads) {
       if (has_last && key == last_key) {
         digest.Remove(last_key, last_value);
-      } else if (!seen.Insert(HashOf(key))) {
+      } else if (!seen.Insert(FingerprintOf(key))) {
         lost_track = true;  // an earlier key, whose value is not kept
       }
       last_key.assign(key);
@@ -218,7 +233,7 @@ struct DigestOnly {
   std::optional<std::string_view> Get(std::string_view key) {
     TALLY_CHECK(reads);  // a family kept only as a digest, without reads, cannot be read
     if (has_last && key == last_key) return std::string_view(last_value);
-    if (seen.Contains(HashOf(key))) lost_track = true;
+    if (seen.Contains(FingerprintOf(key))) lost_track = true;
     return std::nullopt;
   }
   void Delete(std::string_view key) {
@@ -586,7 +601,8 @@ std::optional<FlatState::Ref> FlatState::Find(Cf cf, std::string_view key) const
 void FlatState::Prefetch(Cf cf, std::string_view key) const {
   const Table& t = tables_[static_cast<size_t>(cf)];
   if (t.digest_only) {
-    if (t.digest_only->reads) t.digest_only->seen.Prefetch(HashOf(key));
+    const DigestOnly& d = *t.digest_only;
+    if (d.reads) d.seen.Prefetch(d.digest.Fingerprint(key));
   } else if (t.indexed) {
     t.PrefetchCell(HashOf(key));
   }

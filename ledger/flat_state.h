@@ -91,12 +91,12 @@ class FlatState final : public StateWriter {
   // - reads = true, for a family whose reads are of keys never written (a miss) or of the key
   //   written last, and whose writes are of new keys or again of the key written last (idempotency
   //   keys, whose entries are consecutive; business keys). It keeps a 64-bit fingerprint of each
-  //   key (its hash) and the last key and value. A Get or Put of an earlier key, or a Delete of a
-  //   key it holds, cannot be followed: the Get answers "absent", and lost_track() says so from
-  //   then on; what was replayed must then be replayed again keeping records. A key never written
-  //   that shares a fingerprint with one that was is taken for an earlier key (lost track), never
-  //   for an absent one. Scan, Find, FindMany, At, ForEach and ref_end are fatal errors; Reserve
-  //   sizes the fingerprints and Prefetch starts loading one.
+  //   key (SetDigest::Fingerprint) and the last key and value. A Get or Put of an earlier key, or a
+  //   Delete of a key it holds, cannot be followed: the Get answers "absent", and lost_track() says
+  //   so from then on; what was replayed must then be replayed again keeping records. A key never
+  //   written that shares a fingerprint with one that was is taken for an earlier key (lost track),
+  //   never for an absent one. Scan, Find, FindMany, At, ForEach and ref_end are fatal errors;
+  //   Reserve sizes the fingerprints and Prefetch starts loading one.
   void KeepOnlyDigest(Cf cf, SetDigest digest, bool reads = false);
   // The digest of `cf`'s pairs, or null if it keeps records.
   const SetDigest* digest(Cf cf) const;

@@ -18,6 +18,8 @@ uint64_t Load64(const char* p) {
   return v;
 }
 
+// SipHash's state, with `c` rounds per message block and `d` in finalization (SipHash-c-d).
+template <int c, int d>
 struct SipState {
   uint64_t v0, v1, v2, v3;
 
@@ -39,23 +41,22 @@ struct SipState {
   }
   void Compress(uint64_t m) {
     v3 ^= m;
-    Round();
-    Round();
+    for (int i = 0; i < c; ++i) Round();
     v0 ^= m;
   }
-  uint64_t Finalize(uint64_t tag) {
-    v2 ^= tag;
-    for (int i = 0; i < 4; ++i) Round();
+  uint64_t Finalize() {
+    for (int i = 0; i < d; ++i) Round();
     return v0 ^ v1 ^ v2 ^ v3;
   }
 };
 
 // Initializes, and compresses every block of the message and its last (length) block.
-SipState Absorb(const std::array<uint8_t, 16>& key, std::string_view m, bool wide) {
+template <int c, int d>
+SipState<c, d> Absorb(const std::array<uint8_t, 16>& key, std::string_view m, bool wide) {
   const uint64_t k0 = Load64(reinterpret_cast<const char*>(key.data()));
   const uint64_t k1 = Load64(reinterpret_cast<const char*>(key.data()) + 8);
-  SipState s{k0 ^ 0x736f6d6570736575ULL, k1 ^ 0x646f72616e646f6dULL, k0 ^ 0x6c7967656e657261ULL,
-             k1 ^ 0x7465646279746573ULL};
+  SipState<c, d> s{k0 ^ 0x736f6d6570736575ULL, k1 ^ 0x646f72616e646f6dULL,
+                   k0 ^ 0x6c7967656e657261ULL, k1 ^ 0x7465646279746573ULL};
   if (wide) s.v1 ^= 0xee;
   const size_t whole = m.size() / 8 * 8;
   for (size_t i = 0; i < whole; i += 8) s.Compress(Load64(m.data() + i));
@@ -67,20 +68,32 @@ SipState Absorb(const std::array<uint8_t, 16>& key, std::string_view m, bool wid
   return s;
 }
 
+// The 64-bit output.
+template <int c, int d>
+uint64_t SipHash64With(const std::array<uint8_t, 16>& key, std::string_view message) {
+  SipState<c, d> s = Absorb<c, d>(key, message, false);
+  s.v2 ^= 0xff;
+  return s.Finalize();
+}
+
 }  // namespace
 
 SipHash128Out SipHash128(const std::array<uint8_t, 16>& key, std::string_view message) {
-  SipState s = Absorb(key, message, true);
+  SipState<2, 4> s = Absorb<2, 4>(key, message, true);
   SipHash128Out out;
-  out.lo = s.Finalize(0xee);
+  s.v2 ^= 0xee;
+  out.lo = s.Finalize();
   s.v1 ^= 0xdd;
-  for (int i = 0; i < 4; ++i) s.Round();
-  out.hi = s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
+  out.hi = s.Finalize();
   return out;
 }
 
 uint64_t SipHash64(const std::array<uint8_t, 16>& key, std::string_view message) {
-  return Absorb(key, message, false).Finalize(0xff);
+  return SipHash64With<2, 4>(key, message);
+}
+
+uint64_t SipHash13(const std::array<uint8_t, 16>& key, std::string_view message) {
+  return SipHash64With<1, 3>(key, message);
 }
 
 SetDigest SetDigest::WithRandomKey() {
@@ -114,5 +127,7 @@ void SetDigest::Remove(std::string_view key, std::string_view value) {
   --count_;
   bytes_ -= key.size() + value.size();
 }
+
+uint64_t SetDigest::Fingerprint(std::string_view key) const { return SipHash13(key_, key); }
 
 }  // namespace tally

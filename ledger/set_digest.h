@@ -25,6 +25,9 @@ struct SipHash128Out {
 SipHash128Out SipHash128(const std::array<uint8_t, 16>& key, std::string_view message);
 // SipHash-2-4 with the reference's 64-bit output (for its published test vectors).
 uint64_t SipHash64(const std::array<uint8_t, 16>& key, std::string_view message);
+// SipHash-1-3, 64-bit output: one round per block and three to finish, the variant Rust's and
+// Python's hash tables key theirs with against chosen collisions; about twice as fast.
+uint64_t SipHash13(const std::array<uint8_t, 16>& key, std::string_view message);
 
 class SetDigest {
  public:
@@ -40,6 +43,9 @@ class SetDigest {
   void Add(std::string_view key, std::string_view value);
   // Takes back a pair added before (when a key's value is replaced).
   void Remove(std::string_view key, std::string_view value);
+  // A 64-bit fingerprint of `key` under the same secret key (SipHash13), so that whoever chooses
+  // keys cannot make two of them share one.
+  uint64_t Fingerprint(std::string_view key) const;
 
   // Pairs added and not taken back.
   uint64_t count() const { return count_; }

@@ -43,6 +43,9 @@ struct VerifyResult {
   uint64_t checkpoints = 0;       // stored checkpoints checked
   uint64_t derived_keys = 0;      // derived keys rebuilt and compared
   std::vector<std::string> keys;  // verifier keys of the chain, first key first
+  // Whether a digest of the replay differed from the store's or lost track, so that the derived
+  // state was compared again exactly, with a second replay (docs/audit.md).
+  bool compared_exactly = false;
   double open_seconds = 0, log_seconds = 0, rebuild_seconds = 0, compare_seconds = 0,
          total_seconds = 0;
 };

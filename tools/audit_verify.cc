@@ -641,6 +641,10 @@ Status CompareExactly(const Store& store, const Snapshot* snap, const std::vecto
                       std::vector<Discrepancy>* replay_found,
                       std::vector<std::vector<Discrepancy>>* found, uint64_t* derived_keys) {
   RebuildResult again;
+  for (int i = 0; i < kCfCount; ++i) {
+    const auto cf = static_cast<Cf>(i);
+    if (IsDerivedCf(cf) && cf != Cf::kTree) again.state.Reserve(cf, store.EstimateKeys(cf));
+  }
   Replayer replayer(&again, replay_found);
   Entry entry;
   RETURN_IF_ERROR(
@@ -770,6 +774,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   if (std::vector<Cf> differing = queue->DigestsDiffering(); lost_track || !differing.empty()) {
     // The first replay's findings, and those of every family compared against it, give way to
     // the exact comparison's.
+    r->compared_exactly = true;
     queue.reset();
     rebuilt = RebuildResult();  // its memory back before the second replay takes more
     r->discrepancies.clear();
@@ -858,6 +863,7 @@ std::string VerifyReportJson(const VerifyOptions& options, const VerifyResult& r
   j["checkpoints"] = r.checkpoints;
   j["derived_keys"] = r.derived_keys;
   j["keys"] = r.keys;
+  j["exact_comparison"] = r.compared_exactly;
   j["discrepancy_count"] = r.discrepancies.size();
   j["discrepancies"] = std::move(found);
   j["seconds"] = Json{{"open", r.open_seconds},

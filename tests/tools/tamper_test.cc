@@ -124,6 +124,7 @@ struct Fixture {
     VerifyResult clean = VerifyWithFirstKey(t, data);
     INFO(Lines(clean));
     REQUIRE(clean.exit_code == kExitClean);
+    REQUIRE_FALSE(clean.compared_exactly);  // every digest of the replay matched the store's
   }
   std::unique_ptr<Store> Open() { return Ok(Store::Open(data + "/db", Store::Options{})); }
 };
@@ -166,6 +167,7 @@ TEST_CASE("Verify names an added entry that reuses an idempotency key or a busin
     CHECK(r.exit_code == kExitDiscrepancy);
     CHECK(Mentions(
         r, reuse_order ? "claims a business key of entry 2" : "reuses idempotency key of entry 1"));
+    CHECK(r.compared_exactly);
   }
 }
 
@@ -234,6 +236,7 @@ TEST_CASE("Verify names a reused key with the derived state rewritten to hide it
   INFO(Lines(r));
   CHECK(r.exit_code == kExitDiscrepancy);
   CHECK(Mentions(r, "reuses idempotency key of entry 1"));
+  CHECK(r.compared_exactly);
 }
 
 TEST_CASE("Verify finds an entry added with a checkpoint signed by another key",
@@ -306,6 +309,7 @@ TEST_CASE("Verify names an added key and a changed value in the indexes of entri
     VerifyResult r = VerifyWithFirstKey(f.t, f.data);
     INFO(Lines(r));
     CHECK(r.exit_code == kExitDiscrepancy);
+    CHECK(r.compared_exactly);
     REQUIRE(r.discrepancies.size() == 2);
     for (const Discrepancy& d : r.discrepancies) CHECK(d.cf == CfName(cf));
     CHECK(r.discrepancies[0].what == "derived value differs");
