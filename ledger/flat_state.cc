@@ -237,8 +237,9 @@ struct DigestOnly {
     return std::nullopt;
   }
   void Delete(std::string_view key) {
-    // Deleting a key it holds cannot be followed; deleting an absent key changes nothing.
-    if (Get(key) || lost_track) lost_track = true;
+    // Deleting a key it holds cannot be followed (an earlier key: Get says so); deleting an
+    // absent key changes nothing.
+    if (Get(key)) lost_track = true;
   }
 };
 

@@ -3,7 +3,8 @@
 // derived state (Replayer), and checks checkpoint signatures while the replay is behind; the
 // second then checks every stored checkpoint against its tree and the signing-key chain, and
 // compares the tree column family with it. Then both compare the other derived column families
-// with the replayed state, taking them one at a time (CompareDerivedCf).
+// with the replayed state, taking them one at a time (CompareDerivedCf; StoredMatchesDigest for
+// the four kept as digests, kDigestCfs).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -571,10 +572,10 @@ Result<int> StoredTreeLevels(const Store& store, const Snapshot* snap,
 // which the replay only writes, each key once (each names its entry); and idempotency and business
 // keys, which it reads only to find a key new (or, for idempotency, the key of the entry just
 // before), and so follows with a fingerprint of each key and the last pair. Together they are
-// four of the six derived keys each earn adds: at 5M entries, about 1.2 GB of records and
+// four of the six derived keys each earn adds: at 5M entries, about 1.1 GB of records and
 // index the replay does not make. If a digest differs from the store's, or lost track of a read,
-// the derived state is compared again exactly (CompareExactly), so that every finding names its
-// key and none rests on a digest (docs/audit.md).
+// the derived state is compared again exactly (CompareExactly), so that findings name their keys
+// (docs/audit.md).
 struct DigestCf {
   Cf cf;
   bool reads;
@@ -724,7 +725,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
   auto start = SteadyClock::now();
   Status replay_status;
   try {
-    // The indexes of entries as digests, under a key made for this run (kDigestCfs).
+    // The families kept as digests (kDigestCfs), under a key made for this run.
     const SetDigest digest = SetDigest::WithRandomKey();
     for (const DigestCf& d : kDigestCfs)
       rebuilt.state.KeepOnlyDigest(d.cf, digest.Empty(), d.reads);
