@@ -307,8 +307,10 @@ TEST_CASE("Verify names the column family of one flipped byte in each column fam
       INFO(Lines(r));
       CHECK(r.exit_code == kExitDiscrepancy);
       CHECK((cf == Cf::kEntries ? NamesEntry(r, 5) : Names(r, cf)));
-      // The families verify keeps as digests send it to the exact comparison; no other does.
-      CHECK(r.compared_exactly == IsDigestCf(cf));
+      // A derived family kept as a digest sends verify to the exact comparison; no other derived
+      // or stored-only family does. (A flipped entry may or may not: it depends on what the byte
+      // changes in what the replay derives.)
+      if (cf != Cf::kEntries) CHECK(r.compared_exactly == IsDigestCf(cf));
     }
   }
 }
