@@ -521,12 +521,29 @@ void NameEntries(std::vector<Discrepancy>* found) {
   }
 }
 
+// The derived column families the replay rebuilds into its FlatState: all but the tree, which the
+// log thread rehashes.
+const std::vector<Cf>& ReplayedCfs() {
+  static const std::vector<Cf> cfs = [] {
+    std::vector<Cf> out;
+    for (int i = 0; i < kCfCount; ++i) {
+      const auto cf = static_cast<Cf>(i);
+      if (IsDerivedCf(cf) && cf != Cf::kTree) out.push_back(cf);
+    }
+    return out;
+  }();
+  return cfs;
+}
+
+// Room in the replay's tables for as many keys as the store holds, so that they do not regrow
+// (rehashing, and touching fresh memory at every doubling) as the replay fills them.
+void ReserveAsStored(const Store& store, FlatState* state) {
+  for (Cf cf : ReplayedCfs()) state->Reserve(cf, store.EstimateKeys(cf));
+}
+
 uint64_t CountDerivedKeys(const FlatState& state, uint64_t tree_size, int lowest_tree_level) {
   uint64_t n = 0;
-  for (int i = 0; i < kCfCount; ++i) {
-    auto cf = static_cast<Cf>(i);
-    if (IsDerivedCf(cf) && cf != Cf::kTree) n += state.size(cf);
-  }
+  for (Cf cf : ReplayedCfs()) n += state.size(cf);
   for (int level = lowest_tree_level; level < 64 && (tree_size >> level) > 0; ++level) {
     n += tree_size >> level;
   }
@@ -591,11 +608,8 @@ constexpr DigestCf kDigestCfs[] = {{Cf::kCustomerEntries, false},
 // small one; either thread takes the next one when it has nothing else to do.
 class CompareQueue {
  public:
-  explicit CompareQueue(const FlatState& state) : state_(state), digest_differs_(kCfCount) {
-    for (int i = 0; i < kCfCount; ++i) {
-      auto cf = static_cast<Cf>(i);
-      if (IsDerivedCf(cf) && cf != Cf::kTree) cfs_.push_back(cf);
-    }
+  explicit CompareQueue(const FlatState& state)
+      : state_(state), cfs_(ReplayedCfs()), digest_differs_(kCfCount) {
     std::stable_sort(cfs_.begin(), cfs_.end(),
                      [&](Cf a, Cf b) { return state.record_bytes(a) > state.record_bytes(b); });
   }
@@ -642,10 +656,7 @@ Status CompareExactly(const Store& store, const Snapshot* snap, const std::vecto
                       std::vector<Discrepancy>* replay_found,
                       std::vector<std::vector<Discrepancy>>* found, uint64_t* derived_keys) {
   RebuildResult again;
-  for (int i = 0; i < kCfCount; ++i) {
-    const auto cf = static_cast<Cf>(i);
-    if (IsDerivedCf(cf) && cf != Cf::kTree) again.state.Reserve(cf, store.EstimateKeys(cf));
-  }
+  ReserveAsStored(store, &again.state);
   Replayer replayer(&again, replay_found);
   Entry entry;
   RETURN_IF_ERROR(
@@ -653,10 +664,9 @@ Status CompareExactly(const Store& store, const Snapshot* snap, const std::vecto
         replayer.Apply(k, DecodeEntryInto(v, &entry), entry);
         return true;
       }));
-  for (int i = 0; i < kCfCount; ++i) {
-    const auto cf = static_cast<Cf>(i);
-    if (!IsDerivedCf(cf) || cf == Cf::kTree) continue;
-    RETURN_IF_ERROR(CompareDerivedCf(store, snap, cf, again.state, &(*found)[i]));
+  for (Cf cf : ReplayedCfs()) {
+    RETURN_IF_ERROR(
+        CompareDerivedCf(store, snap, cf, again.state, &(*found)[static_cast<size_t>(cf)]));
   }
   for (Cf cf : differing) {
     std::vector<Discrepancy>& cf_found = (*found)[static_cast<size_t>(cf)];
@@ -729,12 +739,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     const SetDigest digest = SetDigest::WithRandomKey();
     for (const DigestCf& d : kDigestCfs)
       rebuilt.state.KeepOnlyDigest(d.cf, digest.Empty(), d.reads);
-    // Room in the replay's tables for as many keys as the store holds, so that they do not
-    // regrow (rehashing, and touching fresh memory at every doubling) as the replay fills them.
-    for (int i = 0; i < kCfCount; ++i) {
-      auto cf = static_cast<Cf>(i);
-      if (IsDerivedCf(cf) && cf != Cf::kTree) rebuilt.state.Reserve(cf, store.EstimateKeys(cf));
-    }
+    ReserveAsStored(store, &rebuilt.state);
     Replayer replayer(&rebuilt, &r->discrepancies);
     VerifierCache verifiers;  // the replay thread's, for signatures checked while it waits
     // Each entry's likely misses are prefetched a few entries before it is applied (from the
@@ -779,9 +784,7 @@ Status RunBoth(const Store& store, const Snapshot* snap, const std::string& key,
     queue.reset();
     rebuilt = RebuildResult();  // its memory back before the second replay takes more
     r->discrepancies.clear();
-    for (int i = 0; i < kCfCount; ++i) {
-      if (IsDerivedCf(static_cast<Cf>(i)) && static_cast<Cf>(i) != Cf::kTree) found[i].clear();
-    }
+    for (Cf cf : ReplayedCfs()) found[static_cast<size_t>(cf)].clear();
     try {
       RETURN_IF_ERROR(CompareExactly(store, snap, differing, lost_track, pass.frontier.size(),
                                      lowest_tree_level, &r->discrepancies, &found,
