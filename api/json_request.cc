@@ -404,6 +404,28 @@ Result<ApiKeyRequest> ParseApiKey(std::string_view body) {
   return r;
 }
 
+Result<std::optional<std::string>> ParseBackupRequest(std::string_view body) {
+  if (body.empty()) return std::optional<std::string>();
+  ASSIGN_OR_RETURN(Fields f, Open(body));
+  std::optional<std::string> name = f.OptId("name");
+  RETURN_IF_ERROR(f.Finish());
+  if (name && name->front() == '.') return Bad("\"name\" must not start with '.'");
+  return name;
+}
+
+Result<BackupRecord> ParseBackupRecord(std::string_view text) {
+  ASSIGN_OR_RETURN(Fields f, Open(text));
+  BackupRecord b;
+  b.name = f.Id("name");
+  b.path = f.Text("path", 4096);
+  b.size = static_cast<uint64_t>(f.Int("size", 0, kInt64Max));
+  b.created_at = f.Text("created_at", 64);
+  b.idempotency = f.Text("idempotency", 64);
+  b.request = f.Text("request", 64);
+  RETURN_IF_ERROR(f.Finish());
+  return b;
+}
+
 Status ParseEmpty(std::string_view body) {
   if (body.empty()) return Status::Ok();
   ASSIGN_OR_RETURN(Fields f, Open(body));

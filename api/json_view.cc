@@ -374,6 +374,26 @@ std::string RenderPromoted(const std::string& role, uint64_t applied) {
   return Dump(j);
 }
 
+namespace {
+Json BackupJson(const BackupRecord& b) {
+  Json j;
+  j["name"] = b.name;
+  j["path"] = b.path;
+  j["size"] = b.size;
+  j["created_at"] = b.created_at;
+  return j;
+}
+}  // namespace
+
+std::string RenderBackup(const BackupRecord& b) { return Dump(BackupJson(b)); }
+
+std::string RenderBackupRecord(const BackupRecord& b) {
+  Json j = BackupJson(b);
+  j["idempotency"] = b.idempotency;
+  j["request"] = b.request;
+  return Dump(j);
+}
+
 std::string RenderHealth(const std::string& status) { return Dump(Json{{"status", status}}); }
 
 std::string RenderProblem(int status, const std::string& title, const std::string& code,

@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -16,6 +18,7 @@
 #include "api/openapi.h"
 #include "ledger/clock.h"
 #include "ledger/entry.h"
+#include "ledger/hash.h"
 #include "ledger/limits.h"
 #include "ledger/rfc3339.h"
 #include "ledger/signer.h"
@@ -50,6 +53,7 @@ constexpr ErrorCode kErrorCodes[] = {
     {"reward_exists", 409, "reward_exists"},
     {"not_a_follower", 409, "not_a_follower"},
     {"api_key_exists", 409, "api_key_exists"},
+    {"backup_exists", 409, "backup_exists"},
     {"insufficient_points", 422, "insufficient_points"},
     {"exceeds_reversible", 422, "exceeds_reversible"},
     {"not_reversible", 422, "not_reversible"},
@@ -709,6 +713,71 @@ Result<HttpResponse> Replication(Call& c) {
                                         c.ledger()->size()));
 }
 
+// The backup in `dir` made for this idempotency hash (by its backup.json), if any. A backup's
+// directory only gets its name once complete, backup.json included (ledger/backup.h).
+Result<std::optional<BackupRecord>> FindBackup(const std::string& dir,
+                                               const std::string& idempotency) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return std::optional<BackupRecord>();
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::string file = (it->path() / "backup.json").string();
+    std::FILE* f = std::fopen(file.c_str(), "rb");
+    if (f == nullptr) continue;
+    std::string text;
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
+    std::fclose(f);
+    Result<BackupRecord> b = ParseBackupRecord(text);
+    if (b.ok() && b->idempotency == idempotency) return std::optional<BackupRecord>(*b);
+  }
+  if (ec) return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  return std::optional<BackupRecord>();
+}
+
+// POST /v1/admin/backups: tallyd's own backup of its data directory (Ledger::Backup), in
+// options.backup_dir/NAME, one at a time, with NAME/backup.json (the answer and who asked). A
+// repeat of the request (same API key and Idempotency-Key) finds that backup by its backup.json and
+// answers the same; the same key with another body is 422 idempotency_key_reused.
+Result<HttpResponse> CreateBackup(Call& c) {
+  ASSIGN_OR_RETURN(std::optional<std::string> name, ParseBackupRequest(c.request.body));
+  const std::string& dir = c.options.backup_dir;
+  if (dir.empty()) return Status::Unavailable("this server has no backup directory");
+  static std::mutex one_at_a_time;
+  std::lock_guard<std::mutex> lock(one_at_a_time);
+  constexpr std::string_view kNul("\0", 1);
+  BackupRecord b;
+  b.idempotency = HashToHex(Sha256({c.who.key_id, kNul, c.idempotency_key}));
+  b.request = HashToHex(RequestHash(c.request.method, c.path, c.request.body));
+  ASSIGN_OR_RETURN(std::optional<BackupRecord> earlier, FindBackup(dir, b.idempotency));
+  if (earlier && earlier->request != b.request) {
+    return Status(Code::kFailedPrecondition,
+                  "Idempotency-Key was used for backup " + earlier->name + " with another body",
+                  "idempotency_key_reused");
+  }
+  if (earlier) return Replayable(true, Respond(201, RenderBackup(*earlier)));
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  int64_t now = c.ledger()->clock().NowMicros();
+  b.created_at = FormatRfc3339(now);
+  if (name) {
+    b.name = *name;
+  } else {  // backup-2026-11-24T043000.123456Z
+    b.name = "backup-" + b.created_at;
+    b.name.erase(std::remove(b.name.begin(), b.name.end(), ':'), b.name.end());
+  }
+  b.path = dir + "/" + b.name;
+  ASSIGN_OR_RETURN(b.size, c.ledger()->Backup(b.path, [&b](uint64_t size) {
+    BackupRecord kept = b;
+    kept.size = size;
+    return RenderBackupRecord(kept);
+  }));
+  std::fprintf(stderr, "tallyd: backup %s written (size %llu)\n", b.path.c_str(),
+               static_cast<unsigned long long>(b.size));
+  return Respond(201, RenderBackup(b));
+}
+
 // Ledger::Promote catches up to the end of the stream and claims it; the old primary is fenced
 // by the stream. Standalone, primary or fenced: 409 not_a_follower.
 Result<HttpResponse> Promote(Call& c) {
@@ -787,6 +856,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/ledger/public-key", kStaff, "", LedgerPublicKey, nullptr},
     {"GET", "/v1/admin/replication", kAdminOnly, "", Replication, nullptr},
     {"POST", "/v1/admin/promote", kAdminOnly, "", Promote, nullptr},
+    {"POST", "/v1/admin/backups", kAdminOnly, "", CreateBackup, nullptr},
 };
 
 void SetParam(std::string_view placeholder, std::string_view value, PathParams* params) {

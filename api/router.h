@@ -50,6 +50,9 @@ struct RouterOptions {
   // Replication: where the primary is (its HTTP URL, "" when unknown), named in the detail of
   // 503 not_primary answers. Null: never named.
   std::function<std::string()> primary_url;
+  // POST /v1/admin/backups writes each backup in a new directory here (an absolute path on the
+  // file system of the data directory, so the copy can be hard links). "": backups answer 503.
+  std::string backup_dir;
 };
 
 class Router {

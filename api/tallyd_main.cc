@@ -58,7 +58,7 @@ constexpr const char* kUsage =
     "usage: tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
     "              [--threads N] [--write-threads N] [--origin NAME] [--due-interval-ms N]\n"
     "              [--read-timeout-ms N] [--customer-cache N]\n"
-    "              [--min-free-bytes N]\n"
+    "              [--min-free-bytes N] [--backup-dir DIR]\n"
     "              [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]\n"
     "       tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]\n"
     "                         (tallyd stopped; docs/operations.md)\n"
@@ -80,6 +80,8 @@ constexpr const char* kUsage =
     "                         sends too slowly is dropped (default 10000)\n"
     "  --min-free-bytes N     refuse writes (507 insufficient_storage) while the data directory's\n"
     "                         file system has less than N bytes free (default 268435456; 0: off)\n"
+    "  --backup-dir DIR       where POST /v1/admin/backups writes backups (default DATA/backups;\n"
+    "                         on the data directory's file system the copy is hard links)\n"
     "  --replicate URLS       run as the primary of a NATS JetStream stream: publish every commit\n"
     "                         group to it before answering (URLS: nats://HOST:PORT[,...])\n"
     "  --follow URLS          run as a follower: apply the stream, serve reads, refuse writes\n"
@@ -103,6 +105,7 @@ struct Flags {
   int64_t due_interval_ms = kDueIntervalMsDefault;
   int read_timeout_ms = kReadTimeoutMs;
   uint64_t min_free_bytes = kMinFreeBytesDefault;
+  std::string backup_dir;         // "": DATA/backups
   std::string replicate, follow;  // NATS URLs: a primary, or a follower; neither: standalone
   std::optional<std::string> stream;
   std::optional<int> stream_replicas;
@@ -139,7 +142,8 @@ bool IsFlag(std::string_view name) {
   for (std::string_view flag :
        {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--write-threads",
         "--customer-cache", "--origin", "--due-interval-ms", "--read-timeout-ms",
-        "--min-free-bytes", "--replicate", "--follow", "--stream", "--stream-replicas"}) {
+        "--min-free-bytes", "--backup-dir", "--replicate", "--follow", "--stream",
+        "--stream-replicas"}) {
     if (name == flag) return true;
   }
   return false;
@@ -156,6 +160,8 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
     f->tls_key = std::string(value);
   else if (name == "--origin")
     f->origin = std::string(value);
+  else if (name == "--backup-dir")
+    f->backup_dir = std::string(value);
   else if (name == "--threads") {
     ASSIGN_OR_RETURN(int64_t n, ParseInt(name, value, 1, kThreadsMax));
     f->threads = static_cast<int>(n);
@@ -373,9 +379,16 @@ Result<std::unique_ptr<NatsGroupLog>> ConnectLog(const Flags& f) {
   return NatsGroupLog::Connect(o);
 }
 
-RouterOptions MakeRouterOptions(NatsGroupLog* log, const ReplicationWorker* worker) {
+RouterOptions MakeRouterOptions(const Flags& f, NatsGroupLog* log,
+                                const ReplicationWorker* worker) {
   const char* env_key = std::getenv("TALLY_ADMIN_KEY");
   RouterOptions o;
+  std::error_code ec;
+  o.backup_dir =
+      std::filesystem::absolute(f.backup_dir.empty() ? f.data + "/backups" : f.backup_dir, ec)
+          .lexically_normal()
+          .string();
+  if (ec) o.backup_dir.clear();
   o.admin_key = env_key == nullptr ? "" : env_key;
   if (log != nullptr) {
     o.ready = [worker] { return worker->Ready(); };
@@ -430,7 +443,7 @@ int Run(const Flags& flags, const sigset_t& signals) {
   std::unique_ptr<ReplicationWorker> worker;
   if (log) worker = std::make_unique<ReplicationWorker>(ledger->get(), log.get());
 
-  RouterOptions router_options = MakeRouterOptions(log.get(), worker.get());
+  RouterOptions router_options = MakeRouterOptions(flags, log.get(), worker.get());
   const bool bootstrap = router_options.admin_key.empty();
   Router router(loyalty.get(), std::move(router_options));
   HttpServerOptions server_options = ServerOptions(flags);

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "ledger/apply.h"
+#include "ledger/backup.h"
 #include "ledger/checkpoint.h"
 #include "ledger/coding.h"
 #include "ledger/group_log.h"
@@ -1026,6 +1027,14 @@ Status Ledger::Impl::ApplyClaim(const CommitGroup& g, uint64_t seq) {
 ReplicationRole Ledger::role() const { return impl_->role; }
 uint64_t Ledger::stream_seq() const { return impl_->stream_seq; }
 
-Status Ledger::Backup(const std::string& dir) const { return impl_->store->CreateCheckpoint(dir); }
+Result<uint64_t> Ledger::Backup(const std::string& out,
+                                std::function<std::string(uint64_t size)> manifest) const {
+  BackupOptions o;
+  o.manifest = std::move(manifest);
+  o.checkpoint = [this](const std::string& db_dir) {
+    return impl_->store->CreateCheckpoint(db_dir);
+  };
+  return WriteBackup(impl_->options.dir, out, o);
+}
 
 }  // namespace tally

@@ -211,8 +211,13 @@ class Ledger {
   ReplicationRole role() const;
   uint64_t stream_seq() const;  // the log sequence of the last group held (0: none)
 
-  // Writes a consistent copy of the database to `dir` (RocksDB checkpoint).
-  Status Backup(const std::string& dir) const;
+  // Writes a backup of the data directory to `out` (ledger/backup.h, WriteBackup): a RocksDB
+  // checkpoint of the store made by this process, so that RocksDB keeps every file it copies,
+  // and signing.pub. Writes go on meanwhile; the copy holds every write acknowledged before the
+  // call. Returns the tree size of the copy's newest signed checkpoint. `manifest`, if set,
+  // makes OUT/backup.json from that size (BackupOptions::manifest).
+  Result<uint64_t> Backup(const std::string& out,
+                          std::function<std::string(uint64_t size)> manifest = nullptr) const;
 
  private:
   struct Impl;

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "ledger/backup.h"
 #include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "tools/audit_internal.h"
@@ -57,45 +58,28 @@ SecondaryStore::~SecondaryStore() {
 
 // ---- backup ----
 
-namespace {
-
-Status CopyFile(const std::string& from, const std::string& to, bool owner_only) {
-  std::error_code ec;
-  std::filesystem::copy_file(from, to, ec);
-  if (ec) return Status::Unavailable("cannot copy " + from + ": " + ec.message());
-  if (owner_only) {
-    std::filesystem::permissions(
-        to, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write, ec);
-    if (ec) return Status::Unavailable("cannot restrict " + to + ": " + ec.message());
-  }
-  return Status::Ok();
-}
-
-Status CopyBackup(const std::string& data_dir, const std::string& out_dir, bool with_secrets) {
-  ASSIGN_OR_RETURN(auto source, audit_internal::SecondaryStore::Open(data_dir));
-  std::error_code ec;
-  std::filesystem::create_directories(out_dir, ec);
-  if (ec) return Status::Unavailable("cannot create " + out_dir + ": " + ec.message());
-  RETURN_IF_ERROR(source->store().CreateCheckpoint(out_dir + "/db"));
-  RETURN_IF_ERROR(CopyFile(data_dir + "/signing.pub", out_dir + "/signing.pub", false));
-  if (!with_secrets) return Status::Ok();
-  RETURN_IF_ERROR(CopyFile(data_dir + "/signing.key", out_dir + "/signing.key", true));
-  if (std::filesystem::exists(data_dir + "/api.secret", ec)) {
-    RETURN_IF_ERROR(CopyFile(data_dir + "/api.secret", out_dir + "/api.secret", true));
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
 Status Backup(const std::string& data_dir, const std::string& out_dir, bool with_secrets) {
+  std::string db = data_dir + "/db";
   std::error_code ec;
-  if (std::filesystem::exists(out_dir, ec)) {
-    return Status::InvalidArgument(out_dir + " exists: a backup goes to a new directory");
+  if (!std::filesystem::is_directory(db, ec))
+    return Status::InvalidArgument("no Tally store at " + db);
+  // A secondary cannot keep a running tallyd from deleting the files it copies: only a stopped
+  // directory is backed up here, and the lock keeps tallyd from starting on it meanwhile.
+  Result<StoreLock> lock = StoreLock::Acquire(db);
+  if (!lock.ok() && lock.status().reason() == "store_in_use") {
+    return Status::FailedPrecondition(
+        data_dir + " is in use by a running tallyd: ask it for the backup (POST " +
+            "/v1/admin/backups, docs/operations.md), or stop it first",
+        "store_in_use");
   }
-  Status st = CopyBackup(data_dir, out_dir, with_secrets);
-  if (!st.ok()) std::filesystem::remove_all(out_dir, ec);  // no half backup left behind
-  return st;
+  RETURN_IF_ERROR(lock.status());
+  ASSIGN_OR_RETURN(auto source, audit_internal::SecondaryStore::Open(data_dir));
+  BackupOptions o;
+  o.checkpoint = [&](const std::string& db_dir) {
+    return source->store().CreateCheckpoint(db_dir);
+  };
+  o.with_secrets = with_secrets;
+  return WriteBackup(data_dir, out_dir, o).status();
 }
 
 // ---- command line ----

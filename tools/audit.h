@@ -149,8 +149,10 @@ Result<ScanResult> ScanStore(const std::string& data_dir);
 // ---- backup ----
 
 // Copies DIR/db to out_dir/db as a consistent RocksDB checkpoint, and DIR/signing.pub (and, with
-// with_secrets, DIR/signing.key and DIR/api.secret) into out_dir. out_dir must not exist.
-// Works on a stopped directory; for a running tallyd see docs/audit.md.
+// with_secrets, DIR/signing.key and DIR/api.secret) into out_dir, through WriteBackup
+// (ledger/backup.h). out_dir must not exist. Only for a stopped directory, whose lock it holds
+// meanwhile: FailedPrecondition "store_in_use" while a tallyd runs on it (a running tallyd makes
+// its own backups: POST /v1/admin/backups).
 Status Backup(const std::string& data_dir, const std::string& out_dir, bool with_secrets);
 
 }  // namespace tally

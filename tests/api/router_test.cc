@@ -2,7 +2,9 @@
 // driven by HttpRequest values, with the time on a ManualClock.
 #include "api/router.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <map>
@@ -19,6 +21,7 @@
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/signer.h"
+#include "ledger/store.h"
 #include "tests/test_util.h"
 
 namespace tally {
@@ -45,6 +48,7 @@ class Server {
     loyalty_ = std::make_unique<Loyalty>(ledger_.get(), LoyaltyOptions{std::string(32, 's')});
     RouterOptions ro;
     ro.admin_key = kAdminKey;
+    ro.backup_dir = backup_dir();
     router_ = std::make_unique<Router>(loyalty_.get(), ro);
   }
 
@@ -115,6 +119,7 @@ class Server {
   }
 
   Ledger& ledger() { return *ledger_; }
+  std::string backup_dir() const { return dir_.path() + "/backups"; }
   ManualClock& clock() { return clock_; }
   const Router& router() const { return *router_; }
 
@@ -852,6 +857,76 @@ TEST_CASE("Replication answers standalone and promote refuses", "[router]") {
   CHECK(ErrorCode(promote) == "not_a_follower");
 }
 
+TEST_CASE("Backups are made by the ledger, answered again for the same key, never overwritten",
+          "[router]") {
+  namespace fs = std::filesystem;
+  Server s;
+  s.MakeProgram("acme");
+  s.Earn("acme", "alice", 10);
+  HttpResponse made = s.Post("/v1/admin/backups", R"({"name":"nightly"})", kAdminKey, "bk-1");
+  INFO(made.body);
+  REQUIRE(made.status == 201);
+  const std::string path = s.backup_dir() + "/nightly";
+  CHECK(Body(made) == Json({{"name", "nightly"},
+                            {"path", path},
+                            {"size", s.ledger().size()},
+                            {"created_at", "2026-01-01T00:00:00Z"}}));
+  CHECK(fs::exists(path + "/signing.pub"));
+  CHECK(fs::exists(path + "/backup.json"));
+  CHECK(!fs::exists(path + "/signing.key"));
+  {  // the copy holds every entry written before the request
+    Store::Options o;
+    o.mode = Store::Mode::kReadOnly;
+    o.create_if_missing = false;
+    auto copy = Store::Open(path + "/db", o);
+    REQUIRE(copy.ok());
+    uint64_t entries = 0;
+    REQUIRE((*copy)
+                ->Scan(Cf::kEntries, "", "", false, nullptr,
+                       [&](auto, auto) {
+                         ++entries;
+                         return true;
+                       })
+                .ok());
+    CHECK(entries == s.ledger().size());
+  }
+  s.Earn("acme", "alice", 5);
+
+  // A repeat answers the same bytes and makes nothing; the key with another body is refused.
+  HttpResponse again = s.Post("/v1/admin/backups", R"({"name":"nightly"})", kAdminKey, "bk-1");
+  CHECK(again.status == 201);
+  CHECK(again.body == made.body);
+  REQUIRE(Header(again, "Idempotency-Replayed") != nullptr);
+  CHECK(*Header(again, "Idempotency-Replayed") == "true");
+  HttpResponse reused = s.Post("/v1/admin/backups", R"({"name":"other"})", kAdminKey, "bk-1");
+  CHECK(reused.status == 422);
+  CHECK(ErrorCode(reused) == "idempotency_key_reused");
+  HttpResponse taken = s.Post("/v1/admin/backups", R"({"name":"nightly"})", kAdminKey, "bk-2");
+  CHECK(taken.status == 409);
+  CHECK(ErrorCode(taken) == "backup_exists");
+  for (const char* body : {R"({"name":".."})", R"({"name":".hidden"})", R"({"name":"a/b"})",
+                           R"({"name":""})", R"({"name":7})", R"({"nme":"x"})", "[]"}) {
+    INFO(body);
+    HttpResponse bad = s.Post("/v1/admin/backups", body);
+    CHECK(bad.status == 400);
+    CHECK(ErrorCode(bad) == "bad_request");
+  }
+  CHECK(s.Post("/v1/admin/backups", "{}", s.MakeKey("checkout")).status == 403);
+  CHECK(s.Post("/v1/admin/backups", "{}", kAdminKey, Server::kOmit).status == 400);
+
+  // Without a name: named after the time.
+  s.clock().Advance(1'500'000);
+  HttpResponse unnamed = s.Post("/v1/admin/backups", "");
+  INFO(unnamed.body);
+  REQUIRE(unnamed.status == 201);
+  CHECK(Body(unnamed)["name"] == "backup-2026-01-01T000001.500000Z");
+  CHECK(Body(unnamed)["size"] == s.ledger().size());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(s.backup_dir())) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"backup-2026-01-01T000001.500000Z", "nightly"});
+}
+
 TEST_CASE("A stopped ledger answers 503 and is not ready", "[router]") {
   std::atomic<bool> fail{false};
   Server s([&fail] { return fail ? Status::Internal("disk on fire") : Status::Ok(); });
@@ -925,6 +1000,7 @@ const std::vector<MatrixRow>& Matrix() {
       {"GET", "/v1/ledger/consistency?from=1&to=2", "", acf},
       {"GET", "/v1/ledger/public-key", "", acf},
       {"GET", "/v1/admin/replication", "", a},
+      {"POST", "/v1/admin/backups", "{}", a},
   };
   return rows;
 }

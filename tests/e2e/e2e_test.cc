@@ -1334,6 +1334,66 @@ TEST_CASE("After SIGKILL during writes and a restart every acknowledged write is
   CHECK(audit.exit_code == 0);
 }
 
+TEST_CASE("Backups asked of tallyd under write load verify, and hold every acknowledged write",
+          "[e2e]") {
+  Server s;
+  s.Start();
+  Api admin = s.Admin();
+  REQUIRE(admin.Post("/v1/programs", R"({"id":"shop","name":"Shop"})").status == 201);
+  Api checkout = s.MakeClient("checkout");
+  const int64_t base = admin.Get("/v1/ledger/checkpoint").json()["size"].get<int64_t>();
+  constexpr int kThreads = 8;
+  std::atomic<int> acked{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); ++i) {
+        Json body = {{"customer", "c" + std::to_string(t)}, {"points", 1}};
+        if (checkout.Post("/v1/programs/shop/earn", body).status == 201) acked.fetch_add(1);
+      }
+    });
+  }
+  // tally-audit cannot copy a running tallyd's files safely, so it refuses.
+  testing::CommandResult refused = Audit({"backup", "--data", s.data(), "--out", s.dir() / "cli"});
+  INFO(refused.output);
+  CHECK(refused.exit_code == 2);
+  CHECK(refused.output.find("POST /v1/admin/backups") != std::string::npos);
+
+  struct Made {
+    int acked_before;
+    HttpResult response;
+  };
+  std::vector<Made> made;
+  for (int i = 0; i < 4; ++i) {
+    int before = acked.load();
+    auto deadline = Clock::now() + 30s;
+    while (acked.load() < before + 100 && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    int acked_before = acked.load();
+    made.push_back({acked_before, admin.Post("/v1/admin/backups", "{}")});
+  }
+  stop = true;
+  for (std::thread& t : threads) t.join();
+  CHECK(s.Stop() == 0);
+  for (const Made& m : made) {
+    INFO(m.response.body);
+    REQUIRE(m.response.status == 201);
+    Json b = m.response.json();
+    CHECK(b["size"].get<int64_t>() >= base + m.acked_before);
+    testing::CommandResult audit = Audit({"verify", "--data", b["path"].get<std::string>(),
+                                          "--public-key", s.data() + "/signing.pub"});
+    INFO(audit.output);
+    CHECK(audit.exit_code == 0);
+    CHECK(audit.output.find(std::to_string(b["size"].get<int64_t>()) + " entries") !=
+          std::string::npos);
+  }
+  // Stopped, the directory is the audit tool's to back up.
+  testing::CommandResult stopped =
+      Audit({"backup", "--data", s.data(), "--out", s.dir() / "stopped"});
+  INFO(stopped.output);
+  CHECK(stopped.exit_code == 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The process itself.
 

@@ -680,7 +680,7 @@ TEST_CASE("Signatures checked ahead of the key chain give the same findings", "[
   }
 }
 
-TEST_CASE("Verify reads the directory of a running ledger and a backup of it", "[audit]") {
+TEST_CASE("Verify reads the directory of a running ledger and the ledger's own backup", "[audit]") {
   TempDir t;
   std::string data = CopyOf(t);
   LedgerOptions o;
@@ -690,18 +690,43 @@ TEST_CASE("Verify reads the directory of a running ledger and a backup of it", "
   INFO(Lines(r));
   CHECK(r.exit_code == kExitClean);
   std::string copy = t / "backup";
-  Status st = Backup(data, copy, false);
-  INFO(st.ToString());
-  REQUIRE(st.ok());
+  CHECK(Ok(running->Backup(copy)) == TheLedger().size);
   CHECK(fs::exists(copy + "/signing.pub"));
   CHECK(!fs::exists(copy + "/signing.key"));
   VerifyResult b = Verify(VerifyOptions{copy, TheLedger().first_pub});
   INFO(Lines(b));
   CHECK(b.exit_code == kExitClean);
   CHECK(b.entries == TheLedger().size);
+  // Never over an existing directory.
+  CHECK(running->Backup(copy).status().reason() == "backup_exists");
+  // The audit tool's backup refuses a store in use (last: StoreLock's close also drops this
+  // process's own RocksDB lock on the store, see ledger/backup.h).
+  Status refused = Backup(data, t / "refused", false);
+  CHECK(refused.reason() == "store_in_use");
+  CHECK(!fs::exists(t / "refused"));
 }
 
-TEST_CASE("Backups taken while the ledger writes verify clean", "[audit]") {
+TEST_CASE("The audit tool backs up a stopped directory, which verifies", "[audit]") {
+  TempDir t;
+  std::string data = CopyOf(t);
+  std::string copy = t / "backup";
+  Status st = Backup(data, copy, true);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  CHECK(fs::exists(copy + "/signing.key"));
+  CHECK((fs::status(copy + "/signing.key").permissions() & fs::perms::group_all) ==
+        fs::perms::none);
+  VerifyResult b = Verify(VerifyOptions{copy, TheLedger().first_pub});
+  INFO(Lines(b));
+  CHECK(b.exit_code == kExitClean);
+  CHECK(b.entries == TheLedger().size);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(t.path())) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"backup", "data"});  // nothing half-written left
+}
+
+TEST_CASE("Backups the ledger takes while it writes verify clean", "[audit]") {
   TempDir t;
   std::string data = CopyOf(t);
   ManualClock clock(TheLedger().end_us);
@@ -718,22 +743,29 @@ TEST_CASE("Backups taken while the ledger writes verify clean", "[audit]") {
       ++written;
     }
   });
-  while (written < 20 && !failed) std::this_thread::yield();
-  std::vector<Status> backups;
+  std::vector<Result<uint64_t>> backups;
   std::vector<VerifyResult> results;
+  std::vector<uint64_t> acknowledged;  // earns (one entry each) acknowledged before each backup
   for (int i = 0; i < 3; ++i) {
+    int before = written;
+    while (written < before + 20 && !failed) std::this_thread::yield();
     std::string copy = t / ("backup-" + std::to_string(i));
-    backups.push_back(Backup(data, copy, false));
+    acknowledged.push_back(static_cast<uint64_t>(written.load()));
+    backups.push_back(w.ledger().Backup(copy));
     results.push_back(Verify(VerifyOptions{copy, TheLedger().first_pub}));
   }
   stop = true;
   writer.join();  // before any assertion can throw
   CHECK(!failed);
+  uint64_t last = TheLedger().size;
   for (size_t i = 0; i < backups.size(); ++i) {
-    INFO(backups[i].ToString() << Lines(results[i]));
-    CHECK(backups[i].ok());
+    INFO(backups[i].status().ToString() << Lines(results[i]));
+    REQUIRE(backups[i].ok());
     CHECK(results[i].exit_code == kExitClean);
-    CHECK(results[i].entries > TheLedger().size);
+    CHECK(results[i].entries == *backups[i]);
+    CHECK(*backups[i] >= TheLedger().size + acknowledged[i]);
+    CHECK(*backups[i] > last);
+    last = *backups[i];
   }
 }
 

@@ -1,0 +1,148 @@
+#include "ledger/backup.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+
+#include "ledger/coding.h"
+#include "ledger/keys.h"
+#include "ledger/store.h"
+
+namespace tally {
+namespace {
+
+namespace fs = std::filesystem;
+
+Status Errno(const std::string& what) {
+  return Status::Unavailable(what + ": " + std::strerror(errno));
+}
+
+// fsync of a file or directory.
+Status SyncPath(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("cannot open " + path);
+  int rc = ::fsync(fd);
+  int saved = errno;
+  ::close(fd);
+  errno = saved;
+  return rc == 0 ? Status::Ok() : Errno("cannot sync " + path);
+}
+
+Status CopyInto(const std::string& from, const std::string& to, bool owner_only) {
+  std::error_code ec;
+  fs::copy_file(from, to, ec);
+  if (ec) return Status::Unavailable("cannot copy " + from + ": " + ec.message());
+  if (owner_only) {
+    fs::permissions(to, fs::perms::owner_read | fs::perms::owner_write, ec);
+    if (ec) return Status::Unavailable("cannot restrict " + to + ": " + ec.message());
+  }
+  return SyncPath(to);
+}
+
+// The tree size of the newest signed checkpoint in a copy of a store (0 if it has none).
+Result<uint64_t> NewestCheckpointSize(const std::string& db_dir) {
+  Store::Options o;
+  o.mode = Store::Mode::kReadOnly;
+  o.create_if_missing = false;
+  ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::Open(db_dir, o));
+  uint64_t size = 0;
+  RETURN_IF_ERROR(store->Scan(Cf::kCheckpoints, "", "", /*reverse=*/true, nullptr,
+                              [&](std::string_view key, std::string_view) {
+                                size = DecodeU64(key);
+                                return false;
+                              }));
+  return size;
+}
+
+Status FillBackup(const std::string& data_dir, const std::string& dir, const BackupOptions& options,
+                  uint64_t* size) {
+  RETURN_IF_ERROR(options.checkpoint(dir + "/db"));
+  RETURN_IF_ERROR(CopyInto(data_dir + "/signing.pub", dir + "/signing.pub", false));
+  if (options.with_secrets) {
+    RETURN_IF_ERROR(CopyInto(data_dir + "/signing.key", dir + "/signing.key", true));
+    std::error_code ec;
+    if (fs::exists(data_dir + "/api.secret", ec)) {
+      RETURN_IF_ERROR(CopyInto(data_dir + "/api.secret", dir + "/api.secret", true));
+    }
+  }
+  ASSIGN_OR_RETURN(*size, NewestCheckpointSize(dir + "/db"));
+  if (options.manifest) {
+    RETURN_IF_ERROR(WriteSyncedFile(dir + "/backup.json", options.manifest(*size)));
+  }
+  return SyncPath(dir);
+}
+
+}  // namespace
+
+Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out,
+                             const BackupOptions& options) {
+  std::error_code ec;
+  if (fs::exists(out, ec)) {
+    return Status::AlreadyExists(out + " exists: a backup goes to a new directory",
+                                 "backup_exists");
+  }
+  fs::path parent = fs::path(out).parent_path();
+  if (parent.empty()) parent = ".";
+  std::random_device random;
+  std::string partial = out + ".partial-" + std::to_string(random()) + std::to_string(random());
+  if (!fs::create_directory(partial, ec)) {
+    return Status::Unavailable("cannot create " + partial + ": " +
+                               (ec ? ec.message() : std::string("it exists")));
+  }
+  uint64_t size = 0;
+  Status st = FillBackup(data_dir, partial, options, &size);
+  if (st.ok() &&
+      ::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, out.c_str(), RENAME_NOREPLACE) != 0) {
+    st = errno == EEXIST ? Status::AlreadyExists(out + " exists: a backup goes to a new directory",
+                                                 "backup_exists")
+                         : Errno("cannot rename " + partial + " to " + out);
+  }
+  if (!st.ok()) {
+    fs::remove_all(partial, ec);  // no half backup left behind
+    return st;
+  }
+  RETURN_IF_ERROR(SyncPath(parent.string()));
+  return size;
+}
+
+Status WriteSyncedFile(const std::string& path, const std::string& contents) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << contents;
+    out.close();
+    if (!out) return Status::Unavailable("cannot write " + path);
+  }
+  return SyncPath(path);
+}
+
+Result<StoreLock> StoreLock::Acquire(const std::string& db_dir) {
+  std::string path = db_dir + "/LOCK";
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Errno("cannot open " + path);
+  struct flock lock {};
+  lock.l_type = F_WRLCK;
+  lock.l_whence = SEEK_SET;
+  if (::fcntl(fd, F_OFD_SETLK, &lock) != 0) {
+    int saved = errno;
+    ::close(fd);
+    if (saved == EAGAIN || saved == EACCES) {
+      return Status::FailedPrecondition(db_dir + " is in use by a running tallyd", "store_in_use");
+    }
+    errno = saved;
+    return Errno("cannot lock " + path);
+  }
+  return StoreLock(fd);
+}
+
+StoreLock::~StoreLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace tally
