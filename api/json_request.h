@@ -16,7 +16,7 @@
 #include <string>
 #include <string_view>
 
-#include "api/json_view.h"
+#include "api/backup_record.h"
 #include "ledger/loyalty.h"
 #include "ledger/records.h"
 #include "ledger/status.h"
@@ -70,7 +70,7 @@ Result<ApiKeyRequest> ParseApiKey(std::string_view body);
 // POST /v1/admin/backups: {"name"?}, an id that does not start with '.'; "{}" or an empty body
 // leaves the name to tallyd.
 Result<std::optional<std::string>> ParseBackupRequest(std::string_view body);
-// BACKUP/backup.json as RenderBackupRecord writes it.
+// A kept backup record, as RenderBackupRecord writes it.
 Result<BackupRecord> ParseBackupRecord(std::string_view text);
 // Bodies without fields (capture, void, expire, promote): "{}" or an empty body.
 Status ParseEmpty(std::string_view body);

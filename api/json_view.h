@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/backup_record.h"
 #include "ledger/entry.h"
 #include "ledger/ledger.h"
 #include "ledger/loyalty.h"
@@ -53,19 +54,9 @@ std::string RenderReplication(const std::string& role, const std::optional<std::
                               uint64_t applied);
 // {"role": role, "applied": applied}: POST /v1/admin/promote.
 std::string RenderPromoted(const std::string& role, uint64_t applied);
-// A backup tallyd made (POST /v1/admin/backups), as answered and as kept in BACKUP/backup.json.
-struct BackupRecord {
-  std::string name;        // the directory's name in the backup directory
-  std::string path;        // the backup's absolute path on tallyd's machine
-  uint64_t size = 0;       // the tree size of the newest signed checkpoint in the copy
-  std::string created_at;  // RFC 3339
-  // backup.json only: who asked, so a repeat of the request answers the same. Hex SHA-256 of the
-  // API key's id and the Idempotency-Key, and of the request (method, path, body).
-  std::string idempotency, request;
-};
 // {"name","path","size","created_at"}: the answer to POST /v1/admin/backups.
 std::string RenderBackup(const BackupRecord& b);
-// The answer's fields and "idempotency", "request": BACKUP/backup.json.
+// The answer's fields and "idempotency", "request": what tallyd keeps of a backup.
 std::string RenderBackupRecord(const BackupRecord& b);
 // {"status": status}: /healthz and /readyz.
 std::string RenderHealth(const std::string& status);

@@ -16,6 +16,7 @@
 #include "api/json_request.h"
 #include "api/json_view.h"
 #include "api/openapi.h"
+#include "ledger/backup.h"
 #include "ledger/clock.h"
 #include "ledger/entry.h"
 #include "ledger/hash.h"
@@ -54,6 +55,7 @@ constexpr ErrorCode kErrorCodes[] = {
     {"not_a_follower", 409, "not_a_follower"},
     {"api_key_exists", 409, "api_key_exists"},
     {"backup_exists", 409, "backup_exists"},
+    {"backup_in_progress", 409, "backup_in_progress"},
     {"insufficient_points", 422, "insufficient_points"},
     {"exceeds_reversible", 422, "exceeds_reversible"},
     {"not_reversible", 422, "not_reversible"},
@@ -713,38 +715,66 @@ Result<HttpResponse> Replication(Call& c) {
                                         c.ledger()->size()));
 }
 
-// The backup in `dir` made for this idempotency hash (by its backup.json), if any. A backup's
-// directory only gets its name once complete, backup.json included (ledger/backup.h).
+// A backup record kept in `file`, if it is there and parses.
+std::optional<BackupRecord> ReadBackupRecord(const std::string& file) {
+  std::FILE* f = std::fopen(file.c_str(), "rb");
+  if (f == nullptr) return std::nullopt;
+  std::string text;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
+  std::fclose(f);
+  Result<BackupRecord> b = ParseBackupRecord(text);
+  if (!b.ok()) return std::nullopt;
+  return *std::move(b);
+}
+
+// The backup made for this idempotency hash, if any: its record in DIR/.requests, or, if tallyd
+// stopped between making the backup and keeping the record, the backup.json of a backup in DIR.
 Result<std::optional<BackupRecord>> FindBackup(const std::string& dir,
                                                const std::string& idempotency) {
+  std::optional<BackupRecord> kept = ReadBackupRecord(dir + "/.requests/" + idempotency + ".json");
+  if (kept && kept->idempotency == idempotency) return kept;
   std::error_code ec;
-  if (!std::filesystem::exists(dir, ec)) return std::optional<BackupRecord>();
   for (auto it = std::filesystem::directory_iterator(dir, ec);
        !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    std::string file = (it->path() / "backup.json").string();
-    std::FILE* f = std::fopen(file.c_str(), "rb");
-    if (f == nullptr) continue;
-    std::string text;
-    char buf[4096];
-    for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
-    std::fclose(f);
-    Result<BackupRecord> b = ParseBackupRecord(text);
-    if (b.ok() && b->idempotency == idempotency) return std::optional<BackupRecord>(*b);
+    if (it->path().filename().string().front() == '.') continue;  // .requests, partial backups
+    std::optional<BackupRecord> b = ReadBackupRecord((it->path() / "backup.json").string());
+    if (b && b->idempotency == idempotency) return b;
   }
-  if (ec) return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  }
   return std::optional<BackupRecord>();
 }
 
-// POST /v1/admin/backups: tallyd's own backup of its data directory (Ledger::Backup), in
-// options.backup_dir/NAME, one at a time, with NAME/backup.json (the answer and who asked). A
-// repeat of the request (same API key and Idempotency-Key) finds that backup by its backup.json and
-// answers the same; the same key with another body is 422 idempotency_key_reused.
+// "backup-2026-11-24T020000.000000Z": the time, always with microseconds, without colons.
+std::string DefaultBackupName(int64_t now_us) {
+  int64_t fraction = now_us % kMicrosPerSecond;
+  std::string seconds = FormatRfc3339(now_us - fraction);  // "...T02:00:00Z"
+  seconds.pop_back();
+  seconds.erase(std::remove(seconds.begin(), seconds.end(), ':'), seconds.end());
+  char micros[16];
+  std::snprintf(micros, sizeof(micros), ".%06lldZ", static_cast<long long>(fraction));
+  return "backup-" + seconds + micros;
+}
+
+// POST /v1/admin/backups: tallyd's own backup of its data directory (Ledger::Backup) in
+// options.backup_dir/NAME, with NAME/backup.json. One at a time: another request meanwhile is 409
+// backup_in_progress. The answer is kept in BACKUP_DIR/.requests/HASH.json, so a repeat of the
+// request (same API key and Idempotency-Key) answers the same even once the backup is gone; the
+// same key with another body is 422 idempotency_key_reused. These keys are apart from the
+// ledger's: a key once used for a ledger write is not refused here.
 Result<HttpResponse> CreateBackup(Call& c) {
   ASSIGN_OR_RETURN(std::optional<std::string> name, ParseBackupRequest(c.request.body));
   const std::string& dir = c.options.backup_dir;
   if (dir.empty()) return Status::Unavailable("this server has no backup directory");
-  static std::mutex one_at_a_time;
-  std::lock_guard<std::mutex> lock(one_at_a_time);
+  // Never wait: each waiting request would hold a write thread through a whole backup.
+  static std::mutex one_at_a_time;  // one per process, as there is one ledger
+  std::unique_lock<std::mutex> lock(one_at_a_time, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    return Status::AlreadyExists("another backup is being made; ask again when it is done",
+                                 "backup_in_progress");
+  }
   constexpr std::string_view kNul("\0", 1);
   BackupRecord b;
   b.idempotency = HashToHex(Sha256({c.who.key_id, kNul, c.idempotency_key}));
@@ -756,23 +786,23 @@ Result<HttpResponse> CreateBackup(Call& c) {
                   "idempotency_key_reused");
   }
   if (earlier) return Replayable(true, Respond(201, RenderBackup(*earlier)));
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Status::Unavailable("cannot create " + dir + ": " + ec.message());
+  RETURN_IF_ERROR(RemovePartialBackups(dir));  // left by a crash; none is being written now
   int64_t now = c.ledger()->clock().NowMicros();
   b.created_at = FormatRfc3339(now);
-  if (name) {
-    b.name = *name;
-  } else {  // backup-2026-11-24T043000.123456Z
-    b.name = "backup-" + b.created_at;
-    b.name.erase(std::remove(b.name.begin(), b.name.end(), ':'), b.name.end());
-  }
+  b.name = name ? *name : DefaultBackupName(now);
   b.path = dir + "/" + b.name;
   ASSIGN_OR_RETURN(b.size, c.ledger()->Backup(b.path, [&b](uint64_t size) {
     BackupRecord kept = b;
     kept.size = size;
     return RenderBackupRecord(kept);
   }));
+  std::error_code ec;
+  std::filesystem::create_directories(dir + "/.requests", ec);
+  Status kept =
+      ec ? Status::Unavailable("cannot create " + dir + "/.requests: " + ec.message())
+         : WriteSyncedFile(dir + "/.requests/" + b.idempotency + ".json", RenderBackupRecord(b));
+  // The backup is made either way; without this record a repeat still finds its backup.json.
+  if (!kept.ok()) std::fprintf(stderr, "tallyd: backup record: %s\n", kept.ToString().c_str());
   std::fprintf(stderr, "tallyd: backup %s written (size %llu)\n", b.path.c_str(),
                static_cast<unsigned long long>(b.size));
   return Respond(201, RenderBackup(b));

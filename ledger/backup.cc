@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "ledger/coding.h"
 #include "ledger/keys.h"
@@ -19,6 +20,10 @@ namespace tally {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A backup being written is ".NAME.partial-RANDOM" beside NAME: hidden, and never a name a backup
+// can be given.
+constexpr const char* kPartialInfix = ".partial-";
 
 Status Errno(const std::string& what) {
   return Status::Unavailable(what + ": " + std::strerror(errno));
@@ -61,6 +66,18 @@ Result<uint64_t> NewestCheckpointSize(const std::string& db_dir) {
   return size;
 }
 
+// Creates `dir` and its missing parents, syncing the directory each new one was made in.
+Status CreateDirectories(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) return Status::Ok();
+  fs::path parent = dir.has_parent_path() ? dir.parent_path() : fs::path(".");
+  if (parent != dir) RETURN_IF_ERROR(CreateDirectories(parent));
+  if (!fs::create_directory(dir, ec) && ec) {
+    return Status::Unavailable("cannot create " + dir.string() + ": " + ec.message());
+  }
+  return SyncPath(parent.string());
+}
+
 Status FillBackup(const std::string& data_dir, const std::string& dir, const BackupOptions& options,
                   uint64_t* size) {
   RETURN_IF_ERROR(options.checkpoint(dir + "/db"));
@@ -81,35 +98,66 @@ Status FillBackup(const std::string& data_dir, const std::string& dir, const Bac
 
 }  // namespace
 
-Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out,
+Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out_dir,
                              const BackupOptions& options) {
+  fs::path out = fs::path(out_dir).lexically_normal();
+  if (!out.has_filename()) out = out.parent_path();  // "dir/" is "dir"
+  std::string name = out.filename().string();
+  if (name.empty() || name == "." || name == "..") {
+    return Status::InvalidArgument("a backup needs a directory name: " + out_dir);
+  }
   std::error_code ec;
   if (fs::exists(out, ec)) {
-    return Status::AlreadyExists(out + " exists: a backup goes to a new directory",
+    return Status::AlreadyExists(out.string() + " exists: a backup goes to a new directory",
                                  "backup_exists");
   }
-  fs::path parent = fs::path(out).parent_path();
-  if (parent.empty()) parent = ".";
+  fs::path parent = out.has_parent_path() ? out.parent_path() : fs::path(".");
+  RETURN_IF_ERROR(CreateDirectories(parent));
   std::random_device random;
-  std::string partial = out + ".partial-" + std::to_string(random()) + std::to_string(random());
+  fs::path partial =
+      parent / ("." + name + kPartialInfix + std::to_string(random()) + std::to_string(random()));
   if (!fs::create_directory(partial, ec)) {
-    return Status::Unavailable("cannot create " + partial + ": " +
+    return Status::Unavailable("cannot create " + partial.string() + ": " +
                                (ec ? ec.message() : std::string("it exists")));
   }
   uint64_t size = 0;
-  Status st = FillBackup(data_dir, partial, options, &size);
+  Status st = FillBackup(data_dir, partial.string(), options, &size);
   if (st.ok() &&
       ::renameat2(AT_FDCWD, partial.c_str(), AT_FDCWD, out.c_str(), RENAME_NOREPLACE) != 0) {
-    st = errno == EEXIST ? Status::AlreadyExists(out + " exists: a backup goes to a new directory",
-                                                 "backup_exists")
-                         : Errno("cannot rename " + partial + " to " + out);
+    st = errno == EEXIST
+             ? Status::AlreadyExists(out.string() + " exists: a backup goes to a new directory",
+                                     "backup_exists")
+             : Errno("cannot rename " + partial.string() + " to " + out.string());
   }
   if (!st.ok()) {
     fs::remove_all(partial, ec);  // no half backup left behind
     return st;
   }
-  RETURN_IF_ERROR(SyncPath(parent.string()));
+  if (Status synced = SyncPath(parent.string()); !synced.ok()) {
+    fs::remove_all(out, ec);  // not known to be durable: not reported, so not left either
+    return synced;
+  }
   return size;
+}
+
+Status RemovePartialBackups(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name.size() > 1 && name[0] == '.' && name.find(kPartialInfix) != std::string::npos) {
+      stale.push_back(it->path());
+    }
+  }
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return Status::Unavailable("cannot list " + dir + ": " + ec.message());
+  }
+  for (const fs::path& p : stale) {
+    fs::remove_all(p, ec);
+    if (ec) return Status::Unavailable("cannot remove " + p.string() + ": " + ec.message());
+  }
+  return Status::Ok();
 }
 
 Status WriteSyncedFile(const std::string& path, const std::string& contents) {
@@ -124,7 +172,8 @@ Status WriteSyncedFile(const std::string& path, const std::string& contents) {
 
 Result<StoreLock> StoreLock::Acquire(const std::string& db_dir) {
   std::string path = db_dir + "/LOCK";
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  // O_CREAT as RocksDB does: a backup or a restored directory has no LOCK file yet.
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Errno("cannot open " + path);
   struct flock lock {};
   lock.l_type = F_WRLCK;

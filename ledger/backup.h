@@ -5,7 +5,7 @@
 // then keeps every file the copy needs until it is made. Another process can only follow a
 // running tallyd as a secondary, which cannot stop it from deleting the WAL and table files it
 // is copying; so tally-audit backs up only a stopped directory, holding its lock meanwhile
-// (LockStoppedStore) so that no tallyd starts on it. See docs/operations.md.
+// (StoreLock) so that no tallyd starts on it. See docs/operations.md.
 #ifndef TALLY_LEDGER_BACKUP_H_
 #define TALLY_LEDGER_BACKUP_H_
 
@@ -28,14 +28,19 @@ struct BackupOptions {
   std::function<std::string(uint64_t size)> manifest;
 };
 
-// Writes a backup of the data directory `data_dir` to `out`, a directory that must not exist
-// (AlreadyExists "backup_exists"): OUT/db from options.checkpoint, OUT/signing.pub, the secrets
-// if asked, and the manifest if any. The backup is written beside `out` under a temporary name,
-// synced, and renamed to `out` only once complete (never replacing anything); on error nothing is
-// left behind. Returns the tree size of the newest signed checkpoint in the copy (read back from
-// it).
-Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out,
+// Writes a backup of the data directory `data_dir` to `out_dir`, a directory that must not exist
+// (AlreadyExists "backup_exists"); its parents are created. OUT/db comes from options.checkpoint,
+// then OUT/signing.pub, the secrets if asked, and the manifest if any. The backup is written
+// beside OUT as ".NAME.partial-RANDOM", synced, and renamed to OUT (never replacing anything)
+// only once complete; on error nothing is left behind, except after a crash: then the partial
+// directory stays until RemovePartialBackups. Returns the tree size of the newest signed
+// checkpoint in the copy (read back from it).
+Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out_dir,
                              const BackupOptions& options);
+
+// Removes what backups interrupted by a crash left in `dir` (".NAME.partial-*"). Only for a
+// directory where no backup is being written meanwhile.
+Status RemovePartialBackups(const std::string& dir);
 
 // Writes `contents` to `path` and syncs it.
 Status WriteSyncedFile(const std::string& path, const std::string& contents);

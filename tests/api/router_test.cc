@@ -914,17 +914,38 @@ TEST_CASE("Backups are made by the ledger, answered again for the same key, neve
   CHECK(s.Post("/v1/admin/backups", "{}", s.MakeKey("checkout")).status == 403);
   CHECK(s.Post("/v1/admin/backups", "{}", kAdminKey, Server::kOmit).status == 400);
 
-  // Without a name: named after the time.
-  s.clock().Advance(1'500'000);
+  // Without a name: named after the time. What a crash left half-written goes first.
+  fs::create_directories(s.backup_dir() + "/.other.partial-123/db");
+  s.clock().Advance(2'000'000);
   HttpResponse unnamed = s.Post("/v1/admin/backups", "");
   INFO(unnamed.body);
   REQUIRE(unnamed.status == 201);
-  CHECK(Body(unnamed)["name"] == "backup-2026-01-01T000001.500000Z");
+  CHECK(Body(unnamed)["name"] == "backup-2026-01-01T000002.000000Z");
   CHECK(Body(unnamed)["size"] == s.ledger().size());
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(s.backup_dir())) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{"backup-2026-01-01T000001.500000Z", "nightly"});
+  CHECK(names ==
+        std::vector<std::string>{".requests", "backup-2026-01-01T000002.000000Z", "nightly"});
+
+  // The answer is kept once the backup is gone: a repeat still answers it, and makes nothing.
+  fs::remove_all(path);
+  HttpResponse late = s.Post("/v1/admin/backups", R"({"name":"nightly"})", kAdminKey, "bk-1");
+  CHECK(late.status == 201);
+  CHECK(late.body == made.body);
+  CHECK(Header(late, "Idempotency-Replayed") != nullptr);
+  CHECK(!fs::exists(path));
+  // Without its record (tallyd stopped before keeping it), the backup's own backup.json answers.
+  s.clock().Advance(1);
+  HttpResponse found = s.Post("/v1/admin/backups", "", kAdminKey, "bk-3");
+  INFO(found.body);
+  REQUIRE(found.status == 201);
+  CHECK(Body(found)["name"] == "backup-2026-01-01T000002.000001Z");
+  fs::remove_all(s.backup_dir() + "/.requests");
+  HttpResponse again2 = s.Post("/v1/admin/backups", "", kAdminKey, "bk-3");
+  CHECK(again2.status == 201);
+  CHECK(again2.body == found.body);
+  CHECK(Header(again2, "Idempotency-Replayed") != nullptr);
 }
 
 TEST_CASE("A stopped ledger answers 503 and is not ready", "[router]") {

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "ledger/backup.h"
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
 #include "ledger/clock.h"
@@ -720,10 +721,33 @@ TEST_CASE("The audit tool backs up a stopped directory, which verifies", "[audit
   INFO(Lines(b));
   CHECK(b.exit_code == kExitClean);
   CHECK(b.entries == TheLedger().size);
+  // A backup has no LOCK file until a tallyd opens it; it can be backed up in turn, to a new
+  // parent directory.
+  std::string again = t / "more/backup-of-backup/";
+  Status st2 = Backup(copy, again, false);
+  INFO(st2.ToString());
+  REQUIRE(st2.ok());
+  CHECK(Verify(VerifyOptions{again, TheLedger().first_pub}).exit_code == kExitClean);
+  // A failed backup leaves nothing (this one has no signing.key to copy).
+  CHECK(!Backup(again, t / "failed", true).ok());
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(t.path())) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
-  CHECK(names == std::vector<std::string>{"backup", "data"});  // nothing half-written left
+  CHECK(names == std::vector<std::string>{"backup", "data", "more"});  // nothing half-written
+}
+
+TEST_CASE("While the audit tool holds a stopped store's lock, no ledger opens it", "[audit]") {
+  TempDir t;
+  std::string data = CopyOf(t);
+  LedgerOptions o;
+  o.dir = data;
+  {
+    Result<StoreLock> lock = StoreLock::Acquire(data + "/db");
+    REQUIRE(lock.ok());
+    CHECK(!Ledger::Open(o).ok());
+    CHECK(StoreLock::Acquire(data + "/db").status().reason() == "store_in_use");
+  }
+  CHECK(Ledger::Open(o).ok());
 }
 
 TEST_CASE("Backups the ledger takes while it writes verify clean", "[audit]") {
