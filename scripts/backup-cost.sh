@@ -8,6 +8,7 @@
 # Defaults: 3 pairs, a backup every 1.5 s, 20 s runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/start-tallyd.sh
 
 pairs=3
 gap=1.5
@@ -39,17 +40,9 @@ key=backup-cost-admin-key
 
 # One run; prints "REQUESTS_PER_S EARN_P99_MS BACKUPS".
 run() {
-  local with=$1 dir=$tmp/run port="" n=0
+  local with=$1 dir=$tmp/run n=0
   rm -rf "$dir"
-  TALLY_ADMIN_KEY=$key "$bin/tallyd" --data "$dir/data" --listen 127.0.0.1:0 >"$tmp/tallyd.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do
-    port=$(grep -o 'listening on [^ ]*' "$tmp/tallyd.log" | head -1 | sed 's/.*://') || true
-    [[ -n $port ]] && curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break
-    sleep 0.1
-  done
-  [[ -n $port ]] || { echo "tallyd did not start" >&2; cat "$tmp/tallyd.log" >&2; exit 2; }
-  local url=http://127.0.0.1:$port
+  start_tallyd "$bin" "$dir/data" "$tmp/tallyd.log" "$key"
   "$bin/tally-bench" --url "$url" --key "$key" --setup --duration 1 --connections 8 >/dev/null 2>&1
   "$bin/tally-bench" --url "$url" --key "$key" --duration "$duration" --connections 64 \
     >"$tmp/bench.txt" 2>&1 &

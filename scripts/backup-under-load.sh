@@ -10,6 +10,7 @@
 # Defaults: 20 backups, 1.5 s apart, 40 s of load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/start-tallyd.sh
 
 backups=20
 gap=1.5
@@ -39,16 +40,7 @@ bench=""
 trap 'for p in $bench $pid; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
 
 key=backup-under-load-admin-key
-TALLY_ADMIN_KEY=$key "$bin/tallyd" --data "$tmp/data" --listen 127.0.0.1:0 >"$tmp/tallyd.log" 2>&1 &
-pid=$!
-port=""
-for _ in $(seq 100); do
-  port=$(grep -o 'listening on [^ ]*' "$tmp/tallyd.log" | head -1 | sed 's/.*://') || true
-  [[ -n $port ]] && curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break
-  sleep 0.1
-done
-[[ -n $port ]] || { echo "tallyd did not start:"; cat "$tmp/tallyd.log"; exit 2; }
-url=http://127.0.0.1:$port
+start_tallyd "$bin" "$tmp/data" "$tmp/tallyd.log" "$key"
 "$bin/tally-bench" --url "$url" --key "$key" --setup --duration 1 --connections 8 >/dev/null
 "$bin/tally-bench" --url "$url" --key "$key" --duration "$duration" --connections 64 \
   >"$tmp/bench.txt" 2>&1 &
