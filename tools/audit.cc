@@ -61,8 +61,9 @@ SecondaryStore::~SecondaryStore() {
 Status Backup(const std::string& data_dir, const std::string& out_dir, bool with_secrets) {
   std::string db = data_dir + "/db";
   std::error_code ec;
-  if (!std::filesystem::is_directory(db, ec))
+  if (!std::filesystem::is_directory(db, ec)) {
     return Status::InvalidArgument("no Tally store at " + db);
+  }
   // A secondary cannot keep a running tallyd from deleting the files it copies: only a stopped
   // directory is backed up here, and the lock keeps tallyd from starting on it meanwhile.
   Result<StoreLock> lock = StoreLock::Acquire(db);
