@@ -19,6 +19,7 @@
 #include "ledger/backup.h"
 #include "ledger/clock.h"
 #include "ledger/entry.h"
+#include "ledger/files.h"
 #include "ledger/hash.h"
 #include "ledger/limits.h"
 #include "ledger/rfc3339.h"
@@ -717,13 +718,9 @@ Result<HttpResponse> Replication(Call& c) {
 
 // A backup record kept in `file`, if it is there and parses.
 std::optional<BackupRecord> ReadBackupRecord(const std::string& file) {
-  std::FILE* f = std::fopen(file.c_str(), "rb");
-  if (f == nullptr) return std::nullopt;
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
-  std::fclose(f);
-  Result<BackupRecord> b = ParseBackupRecord(text);
+  Result<std::string> text = ReadWholeFile(file);
+  if (!text.ok()) return std::nullopt;
+  Result<BackupRecord> b = ParseBackupRecord(*text);
   if (!b.ok()) return std::nullopt;
   return *std::move(b);
 }
@@ -791,18 +788,21 @@ Result<HttpResponse> CreateBackup(Call& c) {
   b.created_at = FormatRfc3339(now);
   b.name = name ? *name : DefaultBackupName(now);
   b.path = dir + "/" + b.name;
-  ASSIGN_OR_RETURN(b.size, c.ledger()->Backup(b.path, [&b](uint64_t size) {
-    BackupRecord kept = b;
-    kept.size = size;
-    return RenderBackupRecord(kept);
+  std::string record;  // rendered once: the backup's backup.json, and the kept answer
+  ASSIGN_OR_RETURN(b.size, c.ledger()->Backup(b.path, [&b, &record](uint64_t size) {
+    BackupRecord with_size = b;
+    with_size.size = size;
+    record = RenderBackupRecord(with_size);
+    return record;
   }));
   std::error_code ec;
   std::filesystem::create_directories(dir + "/.requests", ec);
-  Status kept =
-      ec ? Status::Unavailable("cannot create " + dir + "/.requests: " + ec.message())
-         : WriteSyncedFile(dir + "/.requests/" + b.idempotency + ".json", RenderBackupRecord(b));
+  Status recorded = ec ? Status::Unavailable("cannot create " + dir + "/.requests: " + ec.message())
+                       : WriteSyncedFile(dir + "/.requests/" + b.idempotency + ".json", record);
   // The backup is made either way; without this record a repeat still finds its backup.json.
-  if (!kept.ok()) std::fprintf(stderr, "tallyd: backup record: %s\n", kept.ToString().c_str());
+  if (!recorded.ok()) {
+    std::fprintf(stderr, "tallyd: backup record: %s\n", recorded.ToString().c_str());
+  }
   std::fprintf(stderr, "tallyd: backup %s written (size %llu)\n", b.path.c_str(),
                static_cast<unsigned long long>(b.size));
   return Respond(201, RenderBackup(b));

@@ -36,6 +36,7 @@
 #include "api/nats_log.h"
 #include "api/replication.h"
 #include "api/router.h"
+#include "ledger/files.h"
 #include "ledger/hash.h"
 #include "ledger/ledger.h"
 #include "ledger/limits.h"
@@ -235,14 +236,6 @@ Status Errno(const std::string& what) {
   return Status::Internal(what + ": " + std::strerror(errno));
 }
 
-Status SyncDirectory(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + dir);
-  int rc = ::fsync(fd);
-  ::close(fd);
-  return rc == 0 ? Status::Ok() : Errno("fsync " + dir);
-}
-
 // Reads DIR/api.secret: a regular file of exactly 32 bytes that only its owner may access.
 Result<std::optional<std::string>> ReadSecret(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -275,7 +268,7 @@ Status WriteNewSecret(const std::string& dir, const std::string& path) {
   Status s = ok ? Status::Ok() : Errno("write " + path);
   ::close(fd);
   if (!s.ok()) return s;
-  return SyncDirectory(dir);
+  return SyncPath(dir);
 }
 
 // The secret API keys are derived from: DIR/api.secret, created on first start.

@@ -7,12 +7,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "ledger/coding.h"
+#include "ledger/files.h"
 #include "ledger/keys.h"
 #include "ledger/store.h"
 
@@ -27,17 +27,6 @@ constexpr const char* kPartialInfix = ".partial-";
 
 Status Errno(const std::string& what) {
   return Status::Unavailable(what + ": " + std::strerror(errno));
-}
-
-// fsync of a file or directory.
-Status SyncPath(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("cannot open " + path);
-  int rc = ::fsync(fd);
-  int saved = errno;
-  ::close(fd);
-  errno = saved;
-  return rc == 0 ? Status::Ok() : Errno("cannot sync " + path);
 }
 
 Status CopyInto(const std::string& from, const std::string& to, bool owner_only) {
@@ -158,16 +147,6 @@ Status RemovePartialBackups(const std::string& dir) {
     if (ec) return Status::Unavailable("cannot remove " + p.string() + ": " + ec.message());
   }
   return Status::Ok();
-}
-
-Status WriteSyncedFile(const std::string& path, const std::string& contents) {
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << contents;
-    out.close();
-    if (!out) return Status::Unavailable("cannot write " + path);
-  }
-  return SyncPath(path);
 }
 
 Result<StoreLock> StoreLock::Acquire(const std::string& db_dir) {

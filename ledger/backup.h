@@ -42,9 +42,6 @@ Result<uint64_t> WriteBackup(const std::string& data_dir, const std::string& out
 // directory where no backup is being written meanwhile.
 Status RemovePartialBackups(const std::string& dir);
 
-// Writes `contents` to `path` and syncs it.
-Status WriteSyncedFile(const std::string& path, const std::string& contents);
-
 // Holds a stopped store's lock (DIR/db/LOCK, the lock RocksDB takes) while alive, so that no
 // tallyd opens the store meanwhile. It is an open file description lock (F_OFD_SETLK), which
 // conflicts with RocksDB's lock even within one process. Closing it also drops the process's own
