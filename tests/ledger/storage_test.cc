@@ -1,9 +1,18 @@
 // The disk-full guard (LedgerOptions::min_free_bytes): below the threshold, writes are refused
-// before they reach the writer or RocksDB, and reads keep working.
+// before they reach the writer or RocksDB, and reads keep working. And the storage engine's
+// background threads: compactions at nice 19, flushes at the process's own priority.
+#include <sys/resource.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
 
+#include "ledger/keys.h"
 #include "ledger/ledger.h"
+#include "ledger/store.h"
 #include "tests/ledger/ledger_test_util.h"
 #include "tests/test_util.h"
 
@@ -27,7 +36,52 @@ std::unique_ptr<Ledger> OpenWithGuard(const std::string& dir, uint64_t min_free_
   return std::move(l).value();
 }
 
+// The nice value of each of this process's threads named `name` (/proc/self/task/TID/stat,
+// field 19).
+std::vector<int> NiceOfThreads(const std::string& name) {
+  std::vector<int> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string line;
+    if (!std::getline(comm, line) || line != name) continue;
+    std::ifstream stat_file(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
+    // Fields after the command, which is in parentheses and may hold spaces: state is field 3.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i < 19 && fields >> field; ++i) {
+    }
+    int nice = 0;
+    if (fields >> nice) out.push_back(nice);
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("Compactions run at nice 19, flushes at the process's own priority",
+          "[ledger][storage]") {
+  TempDir dir;
+  auto store = Store::Open(dir.path(), Store::Options{});
+  REQUIRE(store.ok());
+  StoreBatch batch(**store);
+  for (int i = 0; i < 1000; ++i) {
+    batch.Put(Cf::kTree, TreeKey(5, static_cast<uint64_t>(i)), std::string(32, 'x'));
+  }
+  REQUIRE((*store)->Write(batch).ok());
+  // Flushes the memtable (a flush thread), then rewrites the file (a compaction thread).
+  REQUIRE((*store)->CompactRange(Cf::kTree, TreeKey(5, 0), TreeKey(6, 0)).ok());
+
+  errno = 0;
+  const int own = getpriority(PRIO_PROCESS, 0);
+  REQUIRE(errno == 0);
+  std::vector<int> compactions = NiceOfThreads("rocksdb:low");
+  std::vector<int> flushes = NiceOfThreads("rocksdb:high");
+  REQUIRE_FALSE(compactions.empty());
+  REQUIRE_FALSE(flushes.empty());
+  for (int nice : compactions) CHECK(nice == 19);
+  for (int nice : flushes) CHECK(nice == own);
+}
 
 TEST_CASE("The default disk-full guard is 256 MiB", "[ledger][storage]") {
   CHECK(LedgerOptions().min_free_bytes == uint64_t{256} * 1024 * 1024);
