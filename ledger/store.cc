@@ -191,7 +191,7 @@ void CountNothing() { rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable); }
 // the machine about 75% busy; a compaction then takes a whole core for up to a second and a
 // half, commits fall behind the arrivals and requests queue. At nice 19 a compaction runs in the
 // time the others leave idle. Measured, the effect is smaller than the run-to-run spread of the
-// p99: better in 18 of 28 paired runs, full-load throughput and stalls unchanged
+// p99: better in 23 of 34 paired runs, full-load throughput and stalls unchanged
 // (docs/BENCHMARKS.md, "Compactions at nice 19"). Flushes keep their priority: a memtable that
 // cannot flush stops every write. RocksDB's thread pools belong to the process, so this holds
 // for every store the process opens.
