@@ -284,8 +284,9 @@ Result<Principal> Authenticate(const HttpRequest& req, const Loyalty& loyalty,
   return Principal{record->role, record->id, record->program, record->customer};
 }
 
-// The Idempotency-Key header: 1 to 255 visible ASCII characters (0x21 to 0x7E: the entry
-// format stores no spaces). "" when absent and not required.
+// The Idempotency-Key header: 1 to 255 printable ASCII characters (0x20 to 0x7E; HTTP drops
+// spaces before and after a header value, so a space can only be inside). "" when absent and not
+// required.
 Result<std::string> IdempotencyKey(const HttpRequest& req, bool required) {
   const std::string* key = nullptr;
   for (const auto& [name, value] : req.headers) {
@@ -298,10 +299,10 @@ Result<std::string> IdempotencyKey(const HttpRequest& req, bool required) {
     return Reject("idempotency_key_required", "a POST requires an Idempotency-Key header");
   }
   bool ok = !key->empty() && key->size() <= kIdempotencyKeyBytesMax;
-  for (char c : *key) ok = ok && c >= 0x21 && c <= 0x7e;
+  for (char c : *key) ok = ok && c >= 0x20 && c <= 0x7e;
   if (!ok) {
     return Reject("idempotency_key_required",
-                  "Idempotency-Key must be 1 to 255 visible ASCII characters (no spaces)");
+                  "Idempotency-Key must be 1 to 255 printable ASCII characters");
   }
   return *key;
 }
@@ -613,14 +614,14 @@ Result<HttpResponse> CreateApiKey(Call& c) {
   return Replayable(created.write.replayed, Respond(201, RenderApiKeyCreated(record, created.key)));
 }
 
-// DELETE carries no Idempotency-Key: the key is derived from the id, so a repeat by the same
-// caller replays and answers 204 again.
+// DELETE carries no Idempotency-Key, and the entry gets none: revoking is idempotent by itself (a
+// key already revoked answers 204 and writes nothing). A key made up by the server would share
+// the caller's key space, where a client's own Idempotency-Key could already hold it.
 Result<HttpResponse> RevokeApiKey(Call& c) {
   WriteContext w = c.Write();
-  w.idempotency_key = "revoke:" + c.params.id;
-  ASSIGN_OR_RETURN(WriteResult done, c.loyalty->RevokeApiKey(w, c.params.id));
-  HttpResponse r = Respond(204, "");
-  return Replayable(done.replayed, std::move(r));
+  w.idempotency_key.clear();
+  RETURN_IF_ERROR(c.loyalty->RevokeApiKey(w, c.params.id).status());
+  return Respond(204, "");
 }
 
 Result<HttpResponse> LedgerCheckpoint(Call& c) {

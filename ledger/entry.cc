@@ -45,7 +45,7 @@ bool IsValidAccount(std::string_view a) {
 
 bool IsPrintableAscii(std::string_view s) {
   for (char c : s) {
-    if (c < 0x21 || c > 0x7e) return false;
+    if (c < 0x20 || c > 0x7e) return false;
   }
   return true;
 }
