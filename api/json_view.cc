@@ -110,8 +110,9 @@ Json EntryJson(const EntryView& v) {
   j["customer"] = OrNull(e.customer);
   j["points"] = EntryPoints(e);
   j["created_at"] = FormatRfc3339(e.time_us);
-  if (!e.order_id.empty()) j["order_id"] = e.order_id;
-  if (!e.description.empty()) j["description"] = e.description;
+  // Always present, null when empty (API.md's entry shape; the JSON Lines export does the same).
+  j["order_id"] = OrNull(e.order_id);
+  j["description"] = OrNull(e.description);
   if (e.holds && v.hold) j["hold"] = Json{{"state", HoldStateName(*v.hold)}};
   if (e.ref) j["refs"] = Json{{"entry_id", *e.ref}};
   Json postings = Json::array();

@@ -282,7 +282,8 @@ Result<std::string> LoadOrCreateSecret(const std::string& dir) {
   return *secret;
 }
 
-// Without TALLY_ADMIN_KEY, a log without any API key gets one admin key, printed once.
+// Without TALLY_ADMIN_KEY, a log without any API key gets one admin key, printed once on standard
+// error: standard output carries only the line that says tallyd is ready (API.md).
 Status BootstrapAdminKey(Loyalty* loyalty) {
   ASSIGN_OR_RETURN(Page<Entry> keys, loyalty->ListEntries("", EntryType::kApiKey, "", 1));
   if (!keys.items.empty()) return Status::Ok();
@@ -291,8 +292,7 @@ Status BootstrapAdminKey(Loyalty* loyalty) {
   r.role = Role::kAdmin;
   r.name = "bootstrap admin";
   ASSIGN_OR_RETURN(ApiKeyCreated created, loyalty->CreateApiKey(w, r));
-  std::printf("tallyd admin key: %s\n", created.key.c_str());
-  std::fflush(stdout);
+  std::fprintf(stderr, "tallyd admin key: %s\n", created.key.c_str());
   return Status::Ok();
 }
 

@@ -472,6 +472,11 @@ TEST_CASE("Pending earns are captured or voided once", "[router]") {
       s.Post("/v1/programs/acme/earn", R"({"customer":"alice","points":40,"pending_days":14})");
   REQUIRE(pending.status == 201);
   CHECK(Body(pending)["entry"]["hold"]["state"] == "pending");
+  // API.md's entry shape: order_id and description are always there, null when not given.
+  REQUIRE(Body(pending)["entry"].contains("order_id"));
+  REQUIRE(Body(pending)["entry"].contains("description"));
+  CHECK(Body(pending)["entry"]["order_id"].is_null());
+  CHECK(Body(pending)["entry"]["description"].is_null());
   std::string id = std::to_string(Body(pending)["entry"]["id"].get<uint64_t>());
   CHECK(Body(s.Get("/v1/programs/acme/customers/alice"))["pending"] == 40);
 
