@@ -54,7 +54,7 @@ void Metrics::Observe(const std::string& route, int status, double seconds) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   ++requests_[{route, status}];
-  Latency& l = latency_[route];
+  Latency& l = latency_[{route, status}];
   ++l.counts[bucket];
   l.sum += seconds;
 }
@@ -68,10 +68,13 @@ std::string Metrics::Render(const LedgerStats& stats) const {
       out += "tally_http_requests_total{route=\"" + Escape(key.first) + "\",status=\"" +
              std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
     }
-    Header(&out, "tally_http_request_seconds", "histogram", "HTTP request latency by route.");
-    for (const auto& [route, l] : latency_) {
-      Histogram(&out, "tally_http_request_seconds", "route=\"" + Escape(route) + "\",",
-                kRequestSecondsBounds, l.counts, l.sum);
+    Header(&out, "tally_http_request_seconds", "histogram",
+           "HTTP request latency by route and status.");
+    for (const auto& [key, l] : latency_) {
+      Histogram(
+          &out, "tally_http_request_seconds",
+          "route=\"" + Escape(key.first) + "\",status=\"" + std::to_string(key.second) + "\",",
+          kRequestSecondsBounds, l.counts, l.sum);
     }
   }
   Header(&out, "tally_commit_group_entries", "histogram", "Entries per commit group.");

@@ -17,15 +17,15 @@ namespace tally {
 inline constexpr double kRequestSecondsBounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,   0.25,   0.5,   1,    2.5};
 
-// Request counts by (route, status) and latency histograms by route. Routes are templates such
-// as "/v1/programs/{p}/earn", so the label sets stay bounded. Thread-safe.
+// Request counts and latency histograms by (route, status). Routes are templates such as
+// "/v1/programs/{p}/earn", so the label sets stay bounded. Thread-safe.
 class Metrics {
  public:
   // Counts one response.
   void Observe(const std::string& route, int status, double seconds);
 
   // The whole exposition: tally_http_requests_total{route,status}, tally_http_request_seconds
-  // {route}, and from `stats` tally_commit_group_entries, tally_entries_total and
+  // {route,status}, and from `stats` tally_commit_group_entries, tally_entries_total and
   // tally_fsync_seconds.
   std::string Render(const LedgerStats& stats) const;
 
@@ -37,7 +37,7 @@ class Metrics {
 
   mutable std::mutex mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_;  // guarded by mu_
-  std::map<std::string, Latency> latency_;                    // guarded by mu_
+  std::map<std::pair<std::string, int>, Latency> latency_;    // guarded by mu_
 };
 
 }  // namespace tally

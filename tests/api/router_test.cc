@@ -203,9 +203,10 @@ TEST_CASE("Health, readiness, metrics and the OpenAPI document need no key", "[r
   CHECK(*Header(metrics, "Content-Type") == "text/plain; version=0.0.4");
   CHECK_THAT(metrics.body, Catch::Contains("tally_http_requests_total{route=\"/v1/programs/{p}/"
                                            "earn\",status=\"201\"} 1"));
-  CHECK_THAT(
-      metrics.body,
-      Catch::Contains("tally_http_request_seconds_bucket{route=\"/v1/programs\",le=\"+Inf\"}"));
+  CHECK_THAT(metrics.body, Catch::Contains("tally_http_request_seconds_bucket{route=\"/v1/"
+                                           "programs\",status=\"201\",le=\"+Inf\"}"));
+  CHECK_THAT(metrics.body, Catch::Contains("tally_http_request_seconds_count{route=\"/v1/programs/"
+                                           "{p}/earn\",status=\"201\"} 1"));
   CHECK_THAT(metrics.body, Catch::Contains("tally_commit_group_entries_count"));
   CHECK_THAT(metrics.body, Catch::Contains("tally_fsync_seconds_bucket{le=\"+Inf\"}"));
   CHECK_THAT(metrics.body, Catch::Contains("tally_entries_total 2"));

@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "ledger/keys.h"
 #include "ledger/ledger.h"
@@ -46,11 +48,11 @@ std::vector<int> NiceOfThreads(const std::string& name) {
     if (!std::getline(comm, line) || line != name) continue;
     std::ifstream stat_file(task.path() / "stat");
     std::string stat((std::istreambuf_iterator<char>(stat_file)), std::istreambuf_iterator<char>());
-    // Fields after the command, which is in parentheses and may hold spaces: state is field 3.
+    // The fields after the command, which is in parentheses and may hold spaces, start with
+    // field 3 (the state); skip to field 19.
     std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    for (int i = 3; i < 19 && fields >> field; ++i) {
-    }
+    std::string skipped;
+    for (int field_no = 3; field_no < 19; ++field_no) fields >> skipped;
     int nice = 0;
     if (fields >> nice) out.push_back(nice);
   }
