@@ -53,7 +53,6 @@ void Metrics::Observe(const std::string& route, int status, double seconds) {
     ++bucket;
   }
   std::lock_guard<std::mutex> lock(mu_);
-  ++requests_[{route, status}];
   Latency& l = latency_[{route, status}];
   ++l.counts[bucket];
   l.sum += seconds;
@@ -63,18 +62,20 @@ std::string Metrics::Render(const LedgerStats& stats) const {
   std::string out;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    auto labels = [](const std::pair<std::string, int>& key) {
+      return "route=\"" + Escape(key.first) + "\",status=\"" + std::to_string(key.second) + "\"";
+    };
     Header(&out, "tally_http_requests_total", "counter", "HTTP requests by route and status.");
-    for (const auto& [key, n] : requests_) {
-      out += "tally_http_requests_total{route=\"" + Escape(key.first) + "\",status=\"" +
-             std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
+    for (const auto& [key, l] : latency_) {
+      uint64_t n = 0;
+      for (uint64_t c : l.counts) n += c;
+      out += "tally_http_requests_total{" + labels(key) + "} " + std::to_string(n) + "\n";
     }
     Header(&out, "tally_http_request_seconds", "histogram",
            "HTTP request latency by route and status.");
     for (const auto& [key, l] : latency_) {
-      Histogram(
-          &out, "tally_http_request_seconds",
-          "route=\"" + Escape(key.first) + "\",status=\"" + std::to_string(key.second) + "\",",
-          kRequestSecondsBounds, l.counts, l.sum);
+      Histogram(&out, "tally_http_request_seconds", labels(key) + ",", kRequestSecondsBounds,
+                l.counts, l.sum);
     }
   }
   Header(&out, "tally_commit_group_entries", "histogram", "Entries per commit group.");

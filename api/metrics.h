@@ -36,8 +36,8 @@ class Metrics {
   };
 
   mutable std::mutex mu_;
-  std::map<std::pair<std::string, int>, uint64_t> requests_;  // guarded by mu_
-  std::map<std::pair<std::string, int>, Latency> latency_;    // guarded by mu_
+  // By (route, status); the request counter is each histogram's count.
+  std::map<std::pair<std::string, int>, Latency> latency_;  // guarded by mu_
 };
 
 }  // namespace tally

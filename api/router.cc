@@ -284,9 +284,9 @@ Result<Principal> Authenticate(const HttpRequest& req, const Loyalty& loyalty,
   return Principal{record->role, record->id, record->program, record->customer};
 }
 
-// The Idempotency-Key header: 1 to 255 printable ASCII characters (0x20 to 0x7E; HTTP drops
-// spaces before and after a header value, so a space can only be inside). "" when absent and not
-// required.
+// The Idempotency-Key header: a key the entry format takes (IsValidIdempotencyKey: printable
+// ASCII, 0x20 to 0x7E; HTTP drops spaces before and after a header value, so a space can only be
+// inside), and not empty. "" when absent and not required.
 Result<std::string> IdempotencyKey(const HttpRequest& req, bool required) {
   const std::string* key = nullptr;
   for (const auto& [name, value] : req.headers) {
@@ -298,9 +298,7 @@ Result<std::string> IdempotencyKey(const HttpRequest& req, bool required) {
     if (!required) return std::string();
     return Reject("idempotency_key_required", "a POST requires an Idempotency-Key header");
   }
-  bool ok = !key->empty() && key->size() <= kIdempotencyKeyBytesMax;
-  for (char c : *key) ok = ok && c >= 0x20 && c <= 0x7e;
-  if (!ok) {
+  if (key->empty() || !IsValidIdempotencyKey(*key)) {
     return Reject("idempotency_key_required",
                   "Idempotency-Key must be 1 to 255 printable ASCII characters");
   }

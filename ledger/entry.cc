@@ -43,13 +43,6 @@ bool IsValidAccount(std::string_view a) {
   return AllOf(a, kAccountChar);
 }
 
-bool IsPrintableAscii(std::string_view s) {
-  for (char c : s) {
-    if (c < 0x20 || c > 0x7e) return false;
-  }
-  return true;
-}
-
 Status ValidatePostings(const Entry& e) {
   if (e.postings.size() > kEntryPostingsMax) return Status::InvalidArgument("too many postings");
   int64_t sum = 0;
@@ -88,6 +81,14 @@ bool IsValidId(std::string_view id) {
   return AllOf(id, kIdChar);
 }
 
+bool IsValidIdempotencyKey(std::string_view key) {
+  if (key.size() > kIdempotencyKeyBytesMax) return false;
+  for (char c : key) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
 Status ValidateEntry(const Entry& e) {
   auto t = static_cast<uint8_t>(e.type);
   if (t < 1 || t > kEntryTypeMax) return Status::InvalidArgument("unknown entry type");
@@ -95,7 +96,7 @@ Status ValidateEntry(const Entry& e) {
   if (!e.customer.empty() && !IsValidId(e.customer)) return Status::InvalidArgument("bad customer");
   if (!e.order_id.empty() && !IsValidId(e.order_id)) return Status::InvalidArgument("bad order id");
   if (e.actor.size() > kActorBytesMax) return Status::InvalidArgument("actor too long");
-  if (e.idempotency_key.size() > kIdempotencyKeyBytesMax || !IsPrintableAscii(e.idempotency_key)) {
+  if (!IsValidIdempotencyKey(e.idempotency_key)) {
     return Status::InvalidArgument("bad idempotency key");
   }
   if (e.description.size() > kDescriptionBytesMax) {

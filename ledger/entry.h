@@ -95,6 +95,10 @@ Status ValidateEntry(const Entry& e);
 // Ids (program, customer, reward, order): 1 to 64 of A-Z a-z 0-9 _ - . @
 bool IsValidId(std::string_view id);
 
+// An entry's idempotency key: at most 255 printable ASCII characters (0x20 to 0x7E); empty for
+// the system's entries and revocations. The API also requires a client's key to be non-empty.
+bool IsValidIdempotencyKey(std::string_view key);
+
 }  // namespace tally
 
 #endif  // TALLY_LEDGER_ENTRY_H_
