@@ -5,9 +5,9 @@ set -euo pipefail
 
 # libnats-dev and nats-server: replication on NATS JetStream (tallyd --replicate / --follow links
 # libnats; the replication tests run a nats-server cluster). libjemalloc-dev: tally-audit's
-# allocator.
+# allocator. libtcmalloc-minimal4: tallyd's allocator (CMakeLists.txt).
 pkgs=(build-essential cmake pkg-config libboost1.81-dev librocksdb-dev libssl-dev
-      nlohmann-json3-dev libnats-dev nats-server libjemalloc-dev)
+      nlohmann-json3-dev libnats-dev nats-server libjemalloc-dev libtcmalloc-minimal4)
 if [[ "${1:-}" == "--test" ]]; then
   # fiu-utils: fiu-run, which injects I/O errors under tallyd (tests/crash/faults_test.cc).
   # clang-14 and libclang-rt-14-dev (libFuzzer, ASan, UBSan runtimes): scripts/fuzz.sh.

@@ -1212,6 +1212,20 @@ TEST_CASE("A new client of tallyd is served while 300 idle connections are open"
   CHECK(s.Stop() == 0);
 }
 
+TEST_CASE("tallyd allocates with tcmalloc, except in sanitizer builds", "[e2e]") {
+  Server s;
+  s.Start();
+  std::string maps = testing::ReadWholeFile("/proc/" + std::to_string(s.process().pid()) + "/maps");
+  REQUIRE_FALSE(maps.empty());
+  bool tcmalloc = maps.find("/libtcmalloc_minimal.so") != std::string::npos;
+#ifdef TALLYD_TCMALLOC
+  CHECK(tcmalloc);
+#else
+  CHECK_FALSE(tcmalloc);  // the sanitizer runtime's allocator
+#endif
+  CHECK(s.Stop() == 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5: restarts.
 
