@@ -86,6 +86,14 @@ std::string Metrics::Render(const LedgerStats& stats) const {
   Header(&out, "tally_fsync_seconds", "histogram", "Synced write latency per commit group.");
   Histogram(&out, "tally_fsync_seconds", "", kWriteSecondsBounds, stats.write_seconds_counts,
             stats.write_seconds_sum);
+  Header(&out, "tally_background_write_limit_bytes_per_second", "gauge",
+         "Limit on RocksDB's flush and compaction writes (0: none).");
+  out += "tally_background_write_limit_bytes_per_second " +
+         std::to_string(stats.background_write_limit) + "\n";
+  Header(&out, "tally_background_write_bytes_total", "counter",
+         "Bytes RocksDB's flushes and compactions wrote under that limit (0 without one).");
+  out +=
+      "tally_background_write_bytes_total " + std::to_string(stats.background_write_bytes) + "\n";
   return out;
 }
 

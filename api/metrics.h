@@ -25,8 +25,9 @@ class Metrics {
   void Observe(const std::string& route, int status, double seconds);
 
   // The whole exposition: tally_http_requests_total{route,status}, tally_http_request_seconds
-  // {route,status}, and from `stats` tally_commit_group_entries, tally_entries_total and
-  // tally_fsync_seconds.
+  // {route,status}, and from `stats` tally_commit_group_entries, tally_entries_total,
+  // tally_fsync_seconds, tally_background_write_limit_bytes_per_second and
+  // tally_background_write_bytes_total.
   std::string Render(const LedgerStats& stats) const;
 
  private:

@@ -4,6 +4,7 @@
 //   tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE] [--threads N]
 //          [--write-threads N] [--customer-cache N]
 //          [--origin NAME] [--due-interval-ms N] [--read-timeout-ms N] [--min-free-bytes N]
+//          [--background-write-rate N]
 //          [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]
 //
 // Exit codes: 0 after a clean shutdown, 1 when the server cannot run (data directory, ledger,
@@ -59,7 +60,7 @@ constexpr const char* kUsage =
     "usage: tallyd --data DIR --listen HOST:PORT [--tls-cert FILE --tls-key FILE]\n"
     "              [--threads N] [--write-threads N] [--origin NAME] [--due-interval-ms N]\n"
     "              [--read-timeout-ms N] [--customer-cache N]\n"
-    "              [--min-free-bytes N] [--backup-dir DIR]\n"
+    "              [--min-free-bytes N] [--background-write-rate N] [--backup-dir DIR]\n"
     "              [--replicate URLS | --follow URLS] [--stream NAME] [--stream-replicas N]\n"
     "       tallyd rotate-key --data DIR [--origin NAME] [--replicate URLS [--stream NAME]]\n"
     "                         (tallyd stopped; docs/operations.md)\n"
@@ -81,6 +82,9 @@ constexpr const char* kUsage =
     "                         sends too slowly is dropped (default 10000)\n"
     "  --min-free-bytes N     refuse writes (507 insufficient_storage) while the data directory's\n"
     "                         file system has less than N bytes free (default 268435456; 0: off)\n"
+    "  --background-write-rate N\n"
+    "                         bytes per second RocksDB's flushes and compactions may write\n"
+    "                         together (default 33554432; 0: no limit)\n"
     "  --backup-dir DIR       where POST /v1/admin/backups writes backups (default DATA/backups;\n"
     "                         on the data directory's file system the copy is hard links)\n"
     "  --replicate URLS       run as the primary of a NATS JetStream stream: publish every commit\n"
@@ -106,6 +110,7 @@ struct Flags {
   int64_t due_interval_ms = kDueIntervalMsDefault;
   int read_timeout_ms = kReadTimeoutMs;
   uint64_t min_free_bytes = kMinFreeBytesDefault;
+  int64_t background_write_rate = kBackgroundWriteBytesPerSecDefault;
   std::string backup_dir;         // "": DATA/backups
   std::string replicate, follow;  // NATS URLs: a primary, or a follower; neither: standalone
   std::optional<std::string> stream;
@@ -143,8 +148,8 @@ bool IsFlag(std::string_view name) {
   for (std::string_view flag :
        {"--data", "--listen", "--tls-cert", "--tls-key", "--threads", "--write-threads",
         "--customer-cache", "--origin", "--due-interval-ms", "--read-timeout-ms",
-        "--min-free-bytes", "--backup-dir", "--replicate", "--follow", "--stream",
-        "--stream-replicas"}) {
+        "--min-free-bytes", "--background-write-rate", "--backup-dir", "--replicate", "--follow",
+        "--stream", "--stream-replicas"}) {
     if (name == flag) return true;
   }
   return false;
@@ -180,6 +185,9 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
   } else if (name == "--min-free-bytes") {
     ASSIGN_OR_RETURN(int64_t bytes, ParseInt(name, value, 0, std::numeric_limits<int64_t>::max()));
     f->min_free_bytes = static_cast<uint64_t>(bytes);
+  } else if (name == "--background-write-rate") {
+    // Up to 1 TiB/s, beyond any disk.
+    ASSIGN_OR_RETURN(f->background_write_rate, ParseInt(name, value, 0, int64_t{1} << 40));
   } else if (name == "--replicate" || name == "--follow") {
     if (value.empty()) return Bad(std::string(name) + " needs nats://HOST:PORT[,...]");
     (name == "--replicate" ? f->replicate : f->follow) = std::string(value);
@@ -419,6 +427,7 @@ int Run(const Flags& flags, const sigset_t& signals) {
   ledger_options.dir = flags.data;
   ledger_options.origin = flags.origin;
   ledger_options.min_free_bytes = flags.min_free_bytes;
+  ledger_options.background_write_bytes_per_sec = flags.background_write_rate;
   ledger_options.group_log = log.get();
   ledger_options.follower = !flags.follow.empty();
   Result<std::unique_ptr<Ledger>> ledger = Ledger::Open(ledger_options);

@@ -291,7 +291,9 @@ Status Ledger::Impl::Load() {
   ASSIGN_OR_RETURN(Signer s, Signer::LoadOrCreate(options.dir + "/signing.key",
                                                   options.dir + "/signing.pub", options.origin));
   signers.push_back(std::make_unique<Signer>(std::move(s)));
-  ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", Store::Options{}));
+  Store::Options store_options;
+  store_options.background_write_bytes_per_sec = options.background_write_bytes_per_sec;
+  ASSIGN_OR_RETURN(store, Store::Open(options.dir + "/db", store_options));
   RETURN_IF_ERROR(UpgradeStorageFormat(*store));
 
   RETURN_IF_ERROR(LoadTail());
@@ -908,6 +910,9 @@ LedgerStats Ledger::Stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   LedgerStats s = impl_->stats;
   s.entries = impl_->committed_size;
+  Store::BackgroundWrites bg = impl_->store->background_writes();
+  s.background_write_limit = bg.limit_bytes_per_sec;
+  s.background_write_bytes = bg.bytes;
   return s;
 }
 bool Ledger::stopped() const { return impl_->stopped; }

@@ -53,6 +53,9 @@ struct LedgerOptions {
   // the disk never fills under the WAL (a failed write would fail-stop the ledger). Reads keep
   // working; writes resume by themselves once space is freed. 0 disables the guard.
   uint64_t min_free_bytes = kMinFreeBytesDefault;
+  // RocksDB's flushes and compactions together write at most this many bytes per second; 0 for
+  // no limit (Store::Options::background_write_bytes_per_sec).
+  int64_t background_write_bytes_per_sec = kBackgroundWriteBytesPerSecDefault;
   // Replication: the log groups are published to (null: standalone). Must outlive the Ledger.
   GroupLog* group_log = nullptr;
   // With group_log: open as a follower (apply the log, refuse appends) rather than a primary.
@@ -129,6 +132,10 @@ struct LedgerStats {
   uint64_t write_seconds_counts[std::size(kWriteSecondsBounds) + 1] = {};
   double write_seconds_sum = 0;
   uint64_t group_entries_sum = 0;
+  // RocksDB's flushes and compactions: their write limit in bytes per second (0: none), and the
+  // bytes they wrote through it since open (0 without a limit).
+  int64_t background_write_limit = 0;
+  int64_t background_write_bytes = 0;
 };
 
 class Ledger {

@@ -41,6 +41,12 @@ inline constexpr size_t kApiKeyCacheEntries = 4096;
 // Disk-full guard (LedgerOptions::min_free_bytes): writes stop below this much free space.
 inline constexpr uint64_t kMinFreeBytesDefault = uint64_t{256} << 20;
 inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most this often
+// RocksDB's flushes and compactions together write at most this many bytes per second
+// (LedgerOptions::background_write_bytes_per_sec; tallyd --background-write-rate). Paced, they
+// take a steady share of the machine instead of a core at a time in bursts, which on two cores
+// made commits fall behind and the half-load p99 swing (docs/BENCHMARKS.md, "Flushes and
+// compactions paced"). The need measured at full earn load on 5 million entries is about 15 MB/s.
+inline constexpr int64_t kBackgroundWriteBytesPerSecDefault = int64_t{32} << 20;
 
 // Replication (tallyd --replicate / --follow, DESIGN.md "Beyond one machine").
 inline constexpr int64_t kReplicationPublishTimeoutMs = 2000;  // a publish's acknowledgement

@@ -7,6 +7,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
 #include <rocksdb/perf_level.h>
+#include <rocksdb/rate_limiter.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -152,6 +153,17 @@ rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   // millions of entries, all replayed at the next open); past this size RocksDB flushes them.
   opt.max_total_wal_size = 64 << 20;
   if (o.mode == Store::Mode::kSecondary) opt.max_open_files = -1;
+  // Flushes and compactions are paced (limits.h, kBackgroundWriteBytesPerSecDefault): RocksDB
+  // hands them write tokens every 20 ms (its default, 100 ms, lets a compaction write a tenth of
+  // a second's worth at once), flushes first. The WAL, which every acknowledged write waits
+  // for, is not limited.
+  if (o.mode == Store::Mode::kReadWrite && o.background_write_bytes_per_sec > 0) {
+    constexpr int64_t kRefillPeriodUs = 20'000;
+    constexpr int32_t kFairness = 10;  // RocksDB's default: compactions now and then go first
+    opt.rate_limiter.reset(rocksdb::NewGenericRateLimiter(
+        o.background_write_bytes_per_sec, kRefillPeriodUs, kFairness,
+        rocksdb::RateLimiter::Mode::kWritesOnly, /*auto_tuned=*/false));
+  }
   return opt;
 }
 
@@ -173,6 +185,9 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const std::shared_ptr<rocksdb::Cache>
   // flush on their own in between. The p99 of earns paced at half of full load fell from about
   // 20 ms to about 10 ms (docs/BENCHMARKS.md, "8 MiB memtables").
   cf.write_buffer_size = 8 << 20;
+  // Up to two full memtables may wait for their flush before writes stop (RocksDB's default is
+  // one): a flush is paced by the background write limit and must not stop every write.
+  cf.max_write_buffer_number = 3;
   cf.memtable_prefix_bloom_size_ratio = 0.05;
   cf.memtable_whole_key_filtering = true;
   cf.compression = rocksdb::kLZ4Compression;
@@ -207,10 +222,13 @@ struct Store::Rep {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   Mode mode = Mode::kReadWrite;
+  std::shared_ptr<rocksdb::RateLimiter> rate_limiter;  // kReadWrite with a background write limit
 
   ~Rep() {
     // A clean close flushes the memtables, so the next open has no WAL to replay (a restart
-    // after a long run would otherwise re-insert every write since the last flush).
+    // after a long run would otherwise re-insert every write since the last flush). Nothing
+    // competes with that flush any more: it is not paced.
+    if (rate_limiter) rate_limiter->SetBytesPerSecond(int64_t{1} << 40);
     if (mode == Mode::kReadWrite && db) {
       rocksdb::FlushOptions fo;
       fo.wait = true;
@@ -264,6 +282,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
   for (int i = 0; i < kCfCount; ++i) cfs.emplace_back(kCfNames[i], MakeCfOptions(cache));
   auto rep = std::make_unique<Rep>();
   rep->mode = options.mode;
+  rep->rate_limiter = db_opt.rate_limiter;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s;
   switch (options.mode) {
@@ -391,6 +410,15 @@ Result<uint64_t> Store::LiveBytes() const {
     if (rep_->db->GetIntProperty(h, "rocksdb.size-all-mem-tables", &v)) total += v;
   }
   return total;
+}
+
+Store::BackgroundWrites Store::background_writes() const {
+  BackgroundWrites out;
+  if (rep_->rate_limiter) {
+    out.limit_bytes_per_sec = rep_->rate_limiter->GetBytesPerSecond();
+    out.bytes = rep_->rate_limiter->GetTotalBytesThrough();
+  }
+  return out;
 }
 
 uint64_t Store::EstimateKeys(Cf cf) const {

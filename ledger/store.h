@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "ledger/keys.h"
+#include "ledger/limits.h"
 #include "ledger/status.h"
 
 namespace tally {
@@ -57,6 +58,9 @@ class Store {
     Mode mode = Mode::kReadWrite;
     bool create_if_missing = true;  // kReadWrite only
     std::string secondary_dir;      // kSecondary: where the secondary keeps its own files
+    // kReadWrite: flushes and compactions together write at most this many bytes per second
+    // (RocksDB's rate limiter); 0 for no limit. Writes of the log itself are never limited.
+    int64_t background_write_bytes_per_sec = kBackgroundWriteBytesPerSecDefault;
   };
 
   // Opens the RocksDB database in `dir` with every column family of keys.h.
@@ -95,6 +99,14 @@ class Store {
 
   // Bytes of live SST and WAL files (for the disk-usage report).
   Result<uint64_t> LiveBytes() const;
+
+  // The limit on flush and compaction writes in bytes per second (0: none), and the bytes they
+  // have written through it since open (0 without a limit).
+  struct BackgroundWrites {
+    int64_t limit_bytes_per_sec = 0;
+    int64_t bytes = 0;
+  };
+  BackgroundWrites background_writes() const;
 
   // RocksDB's estimate of the number of keys in `cf` (rocksdb.estimate-num-keys), 0 if it has
   // none. For sizing memory only: it can be off either way.

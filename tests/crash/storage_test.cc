@@ -3,6 +3,7 @@
 // same data directory takes writes again under a threshold the disk meets.
 #include <catch2/catch.hpp>
 #include <string>
+#include <vector>
 
 #include "tests/crash/crash_util.h"
 #include "tests/test_util.h"
@@ -104,6 +105,37 @@ TEST_CASE("tallyd's --min-free-bytes flag takes a byte count", "[e2e][storage]")
   }
   testing::CommandResult help = testing::RunCommand({TALLYD_PATH, "--help"});
   CHECK(help.output.find("--min-free-bytes N") != std::string::npos);
+}
+
+TEST_CASE("tallyd's --background-write-rate sets the limit /metrics reports", "[e2e][storage]") {
+  TempDir dir;
+  auto limit_shown = [&](std::vector<std::string> args) {
+    RestartingTallyd server(TALLYD_PATH, dir / "data", kAdminKey, dir / "tallyd.log",
+                            std::move(args));
+    REQUIRE(server.Start());
+    HttpClient client(kAdminKey);
+    HttpReply m = client.Send(server.port(), "GET", "/metrics");
+    REQUIRE(m.status == 200);
+    const std::string name = "\ntally_background_write_limit_bytes_per_second ";
+    size_t at = m.body.find(name);
+    REQUIRE(at != std::string::npos);
+    CHECK(m.body.find("\ntally_background_write_bytes_total ") != std::string::npos);
+    REQUIRE(server.Stop() == 0);
+    return m.body.substr(at + name.size(), m.body.find('\n', at + 1) - at - name.size());
+  };
+  CHECK(limit_shown({}) == "33554432");
+  CHECK(limit_shown({"--background-write-rate", "1048576"}) == "1048576");
+  CHECK(limit_shown({"--background-write-rate=0"}) == "0");
+
+  for (const char* bad : {"-1", "fast", "", "1e9", "1099511627777"}) {
+    testing::CommandResult r = testing::RunCommand({TALLYD_PATH, "--data", dir / "data", "--listen",
+                                                    "127.0.0.1:0", "--background-write-rate", bad});
+    INFO("--background-write-rate '" << bad << "': " << r.output);
+    CHECK(r.exit_code == 2);
+    CHECK(r.output.find("--background-write-rate") != std::string::npos);
+  }
+  testing::CommandResult help = testing::RunCommand({TALLYD_PATH, "--help"});
+  CHECK(help.output.find("--background-write-rate N") != std::string::npos);
 }
 
 }  // namespace tally

@@ -1,11 +1,13 @@
 // The disk-full guard (LedgerOptions::min_free_bytes): below the threshold, writes are refused
 // before they reach the writer or RocksDB, and reads keep working. And the storage engine's
-// background threads: compactions at nice 19, flushes at the process's own priority.
+// background threads: compactions at nice 19, flushes at the process's own priority, both under
+// the background write limit.
 #include <sys/resource.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cerrno>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -83,6 +85,92 @@ TEST_CASE("Compactions run at nice 19, flushes at the process's own priority",
   REQUIRE_FALSE(flushes.empty());
   for (int nice : compactions) CHECK(nice == 19);
   for (int nice : flushes) CHECK(nice == own);
+}
+
+// Writes `n` keys of incompressible values to the tree family (the family the test store writes).
+void WriteTreeKeys(Store& store, int n, size_t value_bytes) {
+  StoreBatch batch(store);
+  uint64_t x = 88172645463325252ULL;
+  for (int i = 0; i < n; ++i) {
+    std::string value(value_bytes, '\0');
+    for (char& c : value) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;  // xorshift: values LZ4 cannot shrink
+      c = static_cast<char>(x);
+    }
+    batch.Put(Cf::kTree, TreeKey(5, static_cast<uint64_t>(i)), value);
+  }
+  REQUIRE(store.Write(batch).ok());
+}
+
+TEST_CASE("Flushes and compactions write under the background write limit", "[ledger][storage]") {
+  CHECK(kBackgroundWriteBytesPerSecDefault == int64_t{32} * 1024 * 1024);
+  TempDir dir;
+  SECTION("the default limit counts what they write") {
+    auto store = Store::Open(dir.path(), Store::Options{});
+    REQUIRE(store.ok());
+    CHECK((*store)->background_writes().limit_bytes_per_sec == kBackgroundWriteBytesPerSecDefault);
+    WriteTreeKeys(**store, 1000, 32);
+    // A flush, then a compaction: both write a table of at least the keys' 32,000 value bytes.
+    REQUIRE((*store)->CompactRange(Cf::kTree, TreeKey(5, 0), TreeKey(6, 0)).ok());
+    CHECK((*store)->background_writes().bytes >= 2 * 32000);
+  }
+  SECTION("0 sets no limit, and nothing is counted") {
+    Store::Options o;
+    o.background_write_bytes_per_sec = 0;
+    auto store = Store::Open(dir.path(), o);
+    REQUIRE(store.ok());
+    WriteTreeKeys(**store, 1000, 32);
+    REQUIRE((*store)->CompactRange(Cf::kTree, TreeKey(5, 0), TreeKey(6, 0)).ok());
+    CHECK((*store)->background_writes().limit_bytes_per_sec == 0);
+    CHECK((*store)->background_writes().bytes == 0);
+  }
+  SECTION("a read-only store writes nothing and has no limit") {
+    REQUIRE(Store::Open(dir.path(), Store::Options{}).ok());  // creates it, then closes it
+    Store::Options o;
+    o.mode = Store::Mode::kReadOnly;
+    o.create_if_missing = false;
+    auto store = Store::Open(dir.path(), o);
+    REQUIRE(store.ok());
+    CHECK((*store)->background_writes().limit_bytes_per_sec == 0);
+  }
+  SECTION("the ledger passes its option to its store") {
+    LedgerOptions o;
+    o.dir = dir.path();
+    o.background_write_bytes_per_sec = 1 << 20;
+    auto ledger = Ledger::Open(o);
+    REQUIRE(ledger.ok());
+    CHECK((*ledger)->Stats().background_write_limit == 1 << 20);
+  }
+}
+
+TEST_CASE("Closing a store flushes its memtables without the background write limit",
+          "[ledger][storage]") {
+  TempDir dir;
+  Store::Options o;
+  o.background_write_bytes_per_sec = 1024;  // paced, the flush below would take minutes
+  {
+    auto store = Store::Open(dir.path(), o);
+    REQUIRE(store.ok());
+    WriteTreeKeys(**store, 400, 1024);
+    auto start = std::chrono::steady_clock::now();
+    store->reset();  // flushes about 400 KiB
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(seconds < 60);  // at 1 KiB/s: about 400 s
+  }
+  // The close flushed: the WAL is empty, and the keys are in a table file.
+  std::vector<std::string> tables;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path())) {
+    if (f.path().extension() == ".sst") tables.push_back(f.path());
+    if (f.path().extension() == ".log") CHECK(std::filesystem::file_size(f.path()) == 0);
+  }
+  CHECK_FALSE(tables.empty());
+  auto reopened = Store::Open(dir.path(), o);
+  REQUIRE(reopened.ok());
+  auto v = (*reopened)->Get(Cf::kTree, TreeKey(5, 399));
+  REQUIRE(v.ok());
+  REQUIRE(v->has_value());
+  CHECK((*v)->size() == 1024);
 }
 
 TEST_CASE("The default disk-full guard is 256 MiB", "[ledger][storage]") {
