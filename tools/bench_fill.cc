@@ -4,10 +4,12 @@
 // as tally-bench sends them). For the restart and disk benchmarks (docs/BENCHMARKS.md).
 //
 //   tally-bench-fill --data DIR [--entries 200000] [--program bench] [--customers 10000]
-//                    [--appenders 256]
+//                    [--appenders 256] [--background-write-rate N]
 //
 // Creates the program (as tally-bench --setup does) if absent. Entries are attributed to the
 // admin key of TALLY_ADMIN_KEY ("env-admin"). Prints the entries appended and the rate.
+// --background-write-rate is tallyd's: the bytes per second RocksDB's flushes and compactions
+// may write (0: no limit).
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -22,6 +24,7 @@
 
 #include "ledger/hash.h"
 #include "ledger/ledger.h"
+#include "ledger/limits.h"
 #include "ledger/loyalty.h"
 #include "ledger/records.h"
 
@@ -34,12 +37,14 @@ struct Flags {
   std::string program = "bench";
   int64_t customers = 10000;
   int appenders = 256;
+  int64_t background_write_rate = kBackgroundWriteBytesPerSecDefault;
 };
 
 [[noreturn]] void Usage(const std::string& message) {
   std::fprintf(stderr,
                "tally-bench-fill: %s\nusage: tally-bench-fill --data DIR [--entries N] "
-               "[--program ID] [--customers N] [--appenders N]\n",
+               "[--program ID] [--customers N] [--appenders N]\n"
+               "                        [--background-write-rate N]\n",
                message.c_str());
   std::exit(2);
 }
@@ -70,6 +75,8 @@ Flags ParseFlags(int argc, char** argv) {
       f.customers = ParseInt(arg, value, 1, 1'000'000'000);
     } else if (arg == "--appenders") {
       f.appenders = static_cast<int>(ParseInt(arg, value, 1, 4096));
+    } else if (arg == "--background-write-rate") {
+      f.background_write_rate = ParseInt(arg, value, 0, int64_t{1} << 40);
     } else {
       Usage("unknown flag " + std::string(arg));
     }
@@ -97,6 +104,7 @@ int Main(int argc, char** argv) {
   if (ec) Usage("cannot create " + f.data + ": " + ec.message());
   LedgerOptions options;
   options.dir = f.data;
+  options.background_write_bytes_per_sec = f.background_write_rate;
   auto ledger = Ledger::Open(options);
   if (!ledger.ok()) {
     std::fprintf(stderr, "tally-bench-fill: %s\n", ledger.status().ToString().c_str());
