@@ -84,7 +84,7 @@ constexpr const char* kUsage =
     "                         file system has less than N bytes free (default 268435456; 0: off)\n"
     "  --background-write-rate N\n"
     "                         bytes per second RocksDB's flushes and compactions may write\n"
-    "                         together (default 33554432; 0: no limit)\n"
+    "                         together (default 33554432; at least 1048576; 0: no limit)\n"
     "  --backup-dir DIR       where POST /v1/admin/backups writes backups (default DATA/backups;\n"
     "                         on the data directory's file system the copy is hard links)\n"
     "  --replicate URLS       run as the primary of a NATS JetStream stream: publish every commit\n"
@@ -188,6 +188,11 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
   } else if (name == "--background-write-rate") {
     // Up to 1 TiB/s, beyond any disk.
     ASSIGN_OR_RETURN(f->background_write_rate, ParseInt(name, value, 0, int64_t{1} << 40));
+    if (f->background_write_rate != 0 &&
+        f->background_write_rate < kBackgroundWriteBytesPerSecMin) {
+      return Bad("--background-write-rate must be 0 (no limit) or at least " +
+                 std::to_string(kBackgroundWriteBytesPerSecMin) + " bytes per second");
+    }
   } else if (name == "--replicate" || name == "--follow") {
     if (value.empty()) return Bad(std::string(name) + " needs nats://HOST:PORT[,...]");
     (name == "--replicate" ? f->replicate : f->follow) = std::string(value);

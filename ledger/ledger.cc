@@ -907,10 +907,10 @@ Result<std::vector<Entry>> Ledger::CustomerEntries(const std::string& program,
 uint64_t Ledger::size() const { return impl_->committed_size; }
 
 LedgerStats Ledger::Stats() const {
+  Store::BackgroundWrites bg = impl_->store->background_writes();  // not under mu: its own lock
   std::lock_guard<std::mutex> lock(impl_->mu);
   LedgerStats s = impl_->stats;
   s.entries = impl_->committed_size;
-  Store::BackgroundWrites bg = impl_->store->background_writes();
   s.background_write_limit = bg.limit_bytes_per_sec;
   s.background_write_bytes = bg.bytes;
   return s;

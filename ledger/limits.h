@@ -47,6 +47,9 @@ inline constexpr int64_t kFreeSpaceCheckIntervalMs = 1000;  // statvfs at most t
 // made commits fall behind and the half-load p99 swing (docs/BENCHMARKS.md, "Flushes and
 // compactions paced"). The need measured at full earn load on 5 million entries is about 15 MB/s.
 inline constexpr int64_t kBackgroundWriteBytesPerSecDefault = int64_t{32} << 20;
+// The least limit tallyd's flag takes (other than 0, no limit): a limit meant in MB/s but given
+// in bytes would stop every write.
+inline constexpr int64_t kBackgroundWriteBytesPerSecMin = int64_t{1} << 20;
 
 // Replication (tallyd --replicate / --follow, DESIGN.md "Beyond one machine").
 inline constexpr int64_t kReplicationPublishTimeoutMs = 2000;  // a publish's acknowledgement

@@ -134,6 +134,9 @@ rocksdb::ReadOptions ReadOpts(Store::Mode mode, const Snapshot* snapshot, bool t
   return ro;
 }
 
+// A rate far above any disk: the background write limit while it must not pace anything.
+constexpr int64_t kUnpacedBytesPerSec = int64_t{1} << 40;
+
 rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   rocksdb::DBOptions opt;
   opt.create_if_missing = o.mode == Store::Mode::kReadWrite && o.create_if_missing;
@@ -156,14 +159,20 @@ rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   // Flushes and compactions are paced (limits.h, kBackgroundWriteBytesPerSecDefault): RocksDB
   // hands them write tokens every 20 ms (its default, 100 ms, lets a compaction write a tenth of
   // a second's worth at once), flushes first. The WAL, which every acknowledged write waits
-  // for, is not limited.
+  // for, is not limited. The limiter starts unpaced, so that the flush of what the WAL replay
+  // recovered after a crash does not hold up the open; Store::Open sets the limit once the
+  // database is open. (RocksDB never refills less than 100 bytes a period: 5,000 bytes/s.)
   if (o.mode == Store::Mode::kReadWrite && o.background_write_bytes_per_sec > 0) {
     constexpr int64_t kRefillPeriodUs = 20'000;
     constexpr int32_t kFairness = 10;  // RocksDB's default: compactions now and then go first
     opt.rate_limiter.reset(rocksdb::NewGenericRateLimiter(
-        o.background_write_bytes_per_sec, kRefillPeriodUs, kFairness,
-        rocksdb::RateLimiter::Mode::kWritesOnly, /*auto_tuned=*/false));
+        kUnpacedBytesPerSec, kRefillPeriodUs, kFairness, rocksdb::RateLimiter::Mode::kWritesOnly,
+        /*auto_tuned=*/false));
   }
+  // Files being written are synced every MiB as they grow, so that the kernel writes a flush's
+  // or compaction's output back steadily rather than all at once at its end. RocksDB turns this
+  // on by itself whenever a rate limiter is set; set here, it does not depend on the limit.
+  opt.bytes_per_sync = 1 << 20;
   return opt;
 }
 
@@ -228,7 +237,7 @@ struct Store::Rep {
     // A clean close flushes the memtables, so the next open has no WAL to replay (a restart
     // after a long run would otherwise re-insert every write since the last flush). Nothing
     // competes with that flush any more: it is not paced.
-    if (rate_limiter) rate_limiter->SetBytesPerSecond(int64_t{1} << 40);
+    if (rate_limiter) rate_limiter->SetBytesPerSecond(kUnpacedBytesPerSec);
     if (mode == Mode::kReadWrite && db) {
       rocksdb::FlushOptions fo;
       fo.wait = true;
@@ -300,6 +309,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
   }
   if (!s.ok()) return FromRocks(s, "open " + dir);
   rep->db.reset(raw);
+  if (rep->rate_limiter)
+    rep->rate_limiter->SetBytesPerSecond(options.background_write_bytes_per_sec);
   return std::unique_ptr<Store>(new Store(std::move(rep)));
 }
 

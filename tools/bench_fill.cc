@@ -77,6 +77,11 @@ Flags ParseFlags(int argc, char** argv) {
       f.appenders = static_cast<int>(ParseInt(arg, value, 1, 4096));
     } else if (arg == "--background-write-rate") {
       f.background_write_rate = ParseInt(arg, value, 0, int64_t{1} << 40);
+      if (f.background_write_rate != 0 &&
+          f.background_write_rate < kBackgroundWriteBytesPerSecMin) {
+        Usage("--background-write-rate must be 0 (no limit) or at least " +
+              std::to_string(kBackgroundWriteBytesPerSecMin));
+      }
     } else {
       Usage("unknown flag " + std::string(arg));
     }

@@ -127,7 +127,7 @@ TEST_CASE("tallyd's --background-write-rate sets the limit /metrics reports", "[
   CHECK(limit_shown({"--background-write-rate", "1048576"}) == "1048576");
   CHECK(limit_shown({"--background-write-rate=0"}) == "0");
 
-  for (const char* bad : {"-1", "fast", "", "1e9", "1099511627777"}) {
+  for (const char* bad : {"-1", "fast", "", "1e9", "1099511627777", "1", "1048575"}) {
     testing::CommandResult r = testing::RunCommand({TALLYD_PATH, "--data", dir / "data", "--listen",
                                                     "127.0.0.1:0", "--background-write-rate", bad});
     INFO("--background-write-rate '" << bad << "': " << r.output);
