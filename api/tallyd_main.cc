@@ -186,8 +186,8 @@ Status SetFlag(std::string_view name, std::string_view value, Flags* f) {
     ASSIGN_OR_RETURN(int64_t bytes, ParseInt(name, value, 0, std::numeric_limits<int64_t>::max()));
     f->min_free_bytes = static_cast<uint64_t>(bytes);
   } else if (name == "--background-write-rate") {
-    // Up to 1 TiB/s, beyond any disk.
-    ASSIGN_OR_RETURN(f->background_write_rate, ParseInt(name, value, 0, int64_t{1} << 40));
+    ASSIGN_OR_RETURN(f->background_write_rate,
+                     ParseInt(name, value, 0, kBackgroundWriteBytesPerSecMax));
     if (f->background_write_rate != 0 &&
         f->background_write_rate < kBackgroundWriteBytesPerSecMin) {
       return Bad("--background-write-rate must be 0 (no limit) or at least " +

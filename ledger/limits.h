@@ -50,6 +50,8 @@ inline constexpr int64_t kBackgroundWriteBytesPerSecDefault = int64_t{32} << 20;
 // The least limit tallyd's flag takes (other than 0, no limit): a limit meant in MB/s but given
 // in bytes would stop every write.
 inline constexpr int64_t kBackgroundWriteBytesPerSecMin = int64_t{1} << 20;
+// The most it takes: 1 TiB/s, beyond any disk, so a limit this high paces nothing.
+inline constexpr int64_t kBackgroundWriteBytesPerSecMax = int64_t{1} << 40;
 
 // Replication (tallyd --replicate / --follow, DESIGN.md "Beyond one machine").
 inline constexpr int64_t kReplicationPublishTimeoutMs = 2000;  // a publish's acknowledgement

@@ -134,8 +134,8 @@ rocksdb::ReadOptions ReadOpts(Store::Mode mode, const Snapshot* snapshot, bool t
   return ro;
 }
 
-// A rate far above any disk: the background write limit while it must not pace anything.
-constexpr int64_t kUnpacedBytesPerSec = int64_t{1} << 40;
+// The background write limit while it must not pace anything.
+constexpr int64_t kUnpacedBytesPerSec = kBackgroundWriteBytesPerSecMax;
 
 rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   rocksdb::DBOptions opt;

@@ -76,7 +76,7 @@ Flags ParseFlags(int argc, char** argv) {
     } else if (arg == "--appenders") {
       f.appenders = static_cast<int>(ParseInt(arg, value, 1, 4096));
     } else if (arg == "--background-write-rate") {
-      f.background_write_rate = ParseInt(arg, value, 0, int64_t{1} << 40);
+      f.background_write_rate = ParseInt(arg, value, 0, kBackgroundWriteBytesPerSecMax);
       if (f.background_write_rate != 0 &&
           f.background_write_rate < kBackgroundWriteBytesPerSecMin) {
         Usage("--background-write-rate must be 0 (no limit) or at least " +

@@ -92,7 +92,8 @@ TEST_CASE("Compactions run at nice 19, flushes at the process's own priority",
 namespace {
 
 // Writes `n` keys of incompressible values to the tree family (the family the test store writes).
-void WriteTreeKeys(Store& store, int n, size_t value_bytes) {
+// Returns the write's status rather than asserting it: a forked child calls it too.
+Status PutTreeKeys(Store& store, int n, size_t value_bytes) {
   StoreBatch batch(store);
   uint64_t x = 88172645463325252ULL;
   for (int i = 0; i < n; ++i) {
@@ -103,7 +104,7 @@ void WriteTreeKeys(Store& store, int n, size_t value_bytes) {
     }
     batch.Put(Cf::kTree, TreeKey(5, static_cast<uint64_t>(i)), value);
   }
-  REQUIRE(store.Write(batch).ok());
+  return store.Write(batch);
 }
 
 }  // namespace
@@ -115,7 +116,7 @@ TEST_CASE("Flushes and compactions write under the background write limit", "[le
     auto store = Store::Open(dir.path(), Store::Options{});
     REQUIRE(store.ok());
     CHECK((*store)->background_writes().limit_bytes_per_sec == kBackgroundWriteBytesPerSecDefault);
-    WriteTreeKeys(**store, 1000, 32);
+    REQUIRE(PutTreeKeys(**store, 1000, 32).ok());
     // A flush, then a compaction: both write a table of at least the keys' 32,000 value bytes.
     REQUIRE((*store)->CompactRange(Cf::kTree, TreeKey(5, 0), TreeKey(6, 0)).ok());
     CHECK((*store)->background_writes().bytes >= 2 * 32000);
@@ -125,7 +126,7 @@ TEST_CASE("Flushes and compactions write under the background write limit", "[le
     o.background_write_bytes_per_sec = 0;
     auto store = Store::Open(dir.path(), o);
     REQUIRE(store.ok());
-    WriteTreeKeys(**store, 1000, 32);
+    REQUIRE(PutTreeKeys(**store, 1000, 32).ok());
     REQUIRE((*store)->CompactRange(Cf::kTree, TreeKey(5, 0), TreeKey(6, 0)).ok());
     CHECK((*store)->background_writes().limit_bytes_per_sec == 0);
     CHECK((*store)->background_writes().bytes == 0);
@@ -158,7 +159,7 @@ TEST_CASE("Closing a store flushes its memtables without the background write li
   {
     auto store = Store::Open(dir.path(), o);
     REQUIRE(store.ok());
-    WriteTreeKeys(**store, 2048, 1024);
+    REQUIRE(PutTreeKeys(**store, 2048, 1024).ok());
     auto start = std::chrono::steady_clock::now();
     store->reset();  // flushes about 2 MiB
     double seconds =
@@ -189,17 +190,7 @@ TEST_CASE("After a crash, the open flushes what the WAL replay recovered without
   if (pid == 0) {
     auto store = Store::Open(dir.path(), Store::Options{});
     if (!store.ok()) _exit(3);
-    StoreBatch batch(**store);
-    uint64_t x = 88172645463325252ULL;
-    for (int i = 0; i < 2048; ++i) {
-      std::string value(1024, '\0');
-      for (char& c : value) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;  // incompressible, as in WriteTreeKeys
-        c = static_cast<char>(x);
-      }
-      batch.Put(Cf::kTree, TreeKey(5, static_cast<uint64_t>(i)), value);
-    }
-    _exit((*store)->Write(batch).ok() ? 0 : 4);
+    _exit(PutTreeKeys(**store, 2048, 1024).ok() ? 0 : 4);
   }
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
