@@ -42,24 +42,33 @@ int PaddingOf(std::string_view text) {
 
 }  // namespace
 
-std::string Base64Encode(std::string_view data) {
-  std::string out;
-  out.reserve((data.size() + 2) / 3 * 4);
+void AppendBase64(std::string_view data, std::string* out) {
+  const size_t start = out->size();
+  out->resize(start + (data.size() + 2) / 3 * 4);
+  char* p = out->data() + start;
   size_t i = 0;
   for (; i + 3 <= data.size(); i += 3) {
     uint32_t bits = static_cast<uint32_t>(static_cast<uint8_t>(data[i])) << 16 |
                     static_cast<uint32_t>(static_cast<uint8_t>(data[i + 1])) << 8 |
                     static_cast<uint8_t>(data[i + 2]);
-    for (int shift = 18; shift >= 0; shift -= 6) out.push_back(kAlphabet[(bits >> shift) & 63]);
+    *p++ = kAlphabet[(bits >> 18) & 63];
+    *p++ = kAlphabet[(bits >> 12) & 63];
+    *p++ = kAlphabet[(bits >> 6) & 63];
+    *p++ = kAlphabet[bits & 63];
   }
   const size_t rest = data.size() - i;
-  if (rest == 0) return out;
+  if (rest == 0) return;
   uint32_t bits = static_cast<uint32_t>(static_cast<uint8_t>(data[i])) << 16;
   if (rest == 2) bits |= static_cast<uint32_t>(static_cast<uint8_t>(data[i + 1])) << 8;
-  out.push_back(kAlphabet[(bits >> 18) & 63]);
-  out.push_back(kAlphabet[(bits >> 12) & 63]);
-  out.push_back(rest == 2 ? kAlphabet[(bits >> 6) & 63] : '=');
-  out.push_back('=');
+  *p++ = kAlphabet[(bits >> 18) & 63];
+  *p++ = kAlphabet[(bits >> 12) & 63];
+  *p++ = rest == 2 ? kAlphabet[(bits >> 6) & 63] : '=';
+  *p = '=';
+}
+
+std::string Base64Encode(std::string_view data) {
+  std::string out;
+  AppendBase64(data, &out);
   return out;
 }
 

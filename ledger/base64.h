@@ -11,6 +11,8 @@ namespace tally {
 
 // Returns the padded standard base64 encoding of `data`.
 std::string Base64Encode(std::string_view data);
+// Appends the same encoding to *out, with no allocation beyond growing *out.
+void AppendBase64(std::string_view data, std::string* out);
 
 // Decodes padded standard base64, strictly: the length must be a multiple of 4, only the
 // alphabet and at most two trailing '=' are allowed (no whitespace, no line breaks), and the

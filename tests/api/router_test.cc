@@ -20,6 +20,7 @@
 #include "ledger/clock.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
@@ -1174,6 +1175,76 @@ TEST_CASE("an entry with its receipt renders as compact, ordered JSON", "[json_v
   CHECK_FALSE(
       Ordered::parse(RenderEntryWithReceipt(EntryView{e, std::nullopt}, r))["receipt"].contains(
           "key_chain"));
+}
+
+// Entries are written as text directly: each must be the JSON the library would write from the
+// same fields, in API.md's order, whatever the strings hold.
+TEST_CASE("entries and pages of entries render as the library would write them", "[json_view]") {
+  using Ordered = nlohmann::ordered_json;
+  auto expected = [](const EntryView& v) {
+    const Entry& e = v.entry;
+    auto or_null = [](const std::string& s) { return s.empty() ? Ordered(nullptr) : Ordered(s); };
+    Ordered j;
+    j["id"] = e.id;
+    j["type"] = EntryTypeName(e.type);
+    j["program"] = e.program;
+    j["customer"] = or_null(e.customer);
+    j["points"] = EntryPoints(e);
+    j["created_at"] = FormatRfc3339(e.time_us);
+    j["order_id"] = or_null(e.order_id);
+    j["description"] = or_null(e.description);
+    if (e.holds && v.hold) j["hold"] = Ordered{{"state", HoldStateName(*v.hold)}};
+    if (e.ref) j["refs"] = Ordered{{"entry_id", *e.ref}};
+    j["postings"] = Ordered::array();
+    for (const Posting& p : e.postings) {
+      j["postings"].push_back(Ordered{
+          {"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
+    }
+    return j;
+  };
+  auto dump = [](const Ordered& j) {
+    return j.dump(-1, ' ', false, Ordered::error_handler_t::replace);
+  };
+  Entry plain;
+  plain.id = 7;
+  plain.type = EntryType::kEarn;
+  plain.program = "p";
+  plain.customer = "alice";
+  plain.time_us = kStart + 123'456;
+  plain.postings = {{"p:customer:alice:available", 5, 5}, {"p:issued", -5, -5}};
+  Entry full = plain;
+  full.id = (uint64_t{1} << 62) + 1;
+  full.type = EntryType::kRedeem;
+  full.customer = "caf\xc3\xa9 \"x\" \\ \x01";
+  full.order_id = "order\t1";
+  full.description = "line\nbreak \xe2\x80\x94 dash";
+  full.holds = true;
+  full.ref = uint64_t{1} << 40;
+  full.postings = {{"p:customer:caf\xc3\xa9:reserved", -9'000'000'000'000, INT64_MIN + 1},
+                   {"p:redeemed", 9'000'000'000'000, INT64_MAX}};
+  Entry system = plain;
+  system.type = EntryType::kExpiry;
+  system.customer.clear();
+  system.postings.clear();
+  const EntryView views[] = {
+      {plain, std::nullopt},      {full, HoldState::kPending},
+      {full, HoldState::kVoided}, {full, std::nullopt},  // a hold state not known: no "hold" field
+      {system, std::nullopt},
+  };
+  Page<EntryView> page;
+  for (const EntryView& v : views) {
+    std::string text = RenderEntry(v);
+    CHECK(text == dump(expected(v)));
+    CHECK(Ordered::parse(text) == expected(v));
+    page.items.push_back(v);
+  }
+  Ordered items = Ordered::array();
+  for (const EntryView& v : views) items.push_back(expected(v));
+  CHECK(RenderEntryPage(page) == dump(Ordered{{"items", items}, {"next_cursor", nullptr}}));
+  page.next_cursor = "c\"ursor";
+  CHECK(RenderEntryPage(page) == dump(Ordered{{"items", items}, {"next_cursor", "c\"ursor"}}));
+  CHECK(RenderEntryPage(Page<EntryView>{}) ==
+        dump(Ordered{{"items", Ordered::array()}, {"next_cursor", nullptr}}));
 }
 
 TEST_CASE("a customer renders as compact, ordered JSON", "[json_view]") {

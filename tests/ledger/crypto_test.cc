@@ -162,6 +162,9 @@ TEST_CASE("Base64 matches the RFC 4648 test vectors", "[base64]") {
   };
   for (const auto& [plain, encoded] : kVectors) {
     CHECK(Base64Encode(plain) == encoded);
+    std::string appended = "\"";
+    AppendBase64(plain, &appended);
+    CHECK(appended == std::string("\"") + encoded);
     Result<std::string> decoded = Base64Decode(encoded);
     REQUIRE(decoded.ok());
     CHECK(*decoded == plain);
