@@ -19,17 +19,90 @@ std::string Dump(const Json& j) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-// A JSON string, the same bytes Dump gives: printable ASCII other than '"' and '\\' as is,
-// anything else through the JSON library.
-void AppendString(std::string_view s, std::string* out) {
-  for (char ch : s) {
-    if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\') {
-      *out += Dump(Json(std::string(s)));
-      return;
-    }
+// The length of the well-formed UTF-8 sequence that starts at s[i] (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF), or 0 if none does.
+size_t Utf8SequenceLength(std::string_view s, size_t i) {
+  const auto byte = [s](size_t k) { return static_cast<uint8_t>(s[k]); };
+  const uint8_t lead = byte(i);
+  size_t n = 0;
+  uint8_t lo = 0x80;
+  uint8_t hi = 0xBF;  // the range of the second byte
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    n = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    n = 3;
+    if (lead == 0xE0) lo = 0xA0;
+    if (lead == 0xED) hi = 0x9F;
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    n = 4;
+    if (lead == 0xF0) lo = 0x90;
+    if (lead == 0xF4) hi = 0x8F;
+  } else {
+    return 0;
   }
+  if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
+  }
+  return n;
+}
+
+// A JSON string, the same bytes Dump gives: '"' and '\\' escaped, control characters as the
+// short escapes or \u00xx, well-formed UTF-8 as is. A string that is not well-formed UTF-8 (none
+// should reach here) goes through the JSON library, which replaces the bad bytes.
+void AppendString(std::string_view s, std::string* out) {
+  const size_t start = out->size();
   *out += '"';
-  *out += s;
+  size_t copied = 0;  // s[0, copied) is in *out
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<uint8_t>(s[i]);
+    if (c >= 0x80) {
+      const size_t n = Utf8SequenceLength(s, i);
+      if (n == 0) {
+        out->resize(start);
+        *out += Dump(Json(std::string(s)));
+        return;
+      }
+      i += n;
+      continue;
+    }
+    if (c >= 0x20 && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    out->append(s.data() + copied, i - copied);
+    switch (c) {
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\b':
+        *out += "\\b";
+        break;
+      case '\f':
+        *out += "\\f";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\r':
+        *out += "\\r";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        *out += "\\u00";
+        *out += kHex[c >> 4];
+        *out += kHex[c & 15];
+      }
+    }
+    copied = ++i;
+  }
+  out->append(s.data() + copied, s.size() - copied);
   *out += '"';
 }
 

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -1177,34 +1178,41 @@ TEST_CASE("an entry with its receipt renders as compact, ordered JSON", "[json_v
           "key_chain"));
 }
 
+// An entry as the JSON library writes it, in API.md's order: what the entry renderers must
+// write byte for byte.
+nlohmann::ordered_json ExpectedEntry(const EntryView& v) {
+  using Ordered = nlohmann::ordered_json;
+  const Entry& e = v.entry;
+  auto or_null = [](const std::string& s) { return s.empty() ? Ordered(nullptr) : Ordered(s); };
+  Ordered j;
+  j["id"] = e.id;
+  j["type"] = EntryTypeName(e.type);
+  j["program"] = e.program;
+  j["customer"] = or_null(e.customer);
+  j["points"] = EntryPoints(e);
+  j["created_at"] = FormatRfc3339(e.time_us);
+  j["order_id"] = or_null(e.order_id);
+  j["description"] = or_null(e.description);
+  if (e.holds && v.hold) j["hold"] = Ordered{{"state", HoldStateName(*v.hold)}};
+  if (e.ref) j["refs"] = Ordered{{"entry_id", *e.ref}};
+  j["postings"] = Ordered::array();
+  for (const Posting& p : e.postings) {
+    j["postings"].push_back(
+        Ordered{{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
+  }
+  return j;
+}
+
+std::string LibraryDump(const nlohmann::ordered_json& j) {
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+}
+
 // Entries are written as text directly: each must be the JSON the library would write from the
 // same fields, in API.md's order, whatever the strings hold.
 TEST_CASE("entries and pages of entries render as the library would write them", "[json_view]") {
   using Ordered = nlohmann::ordered_json;
-  auto expected = [](const EntryView& v) {
-    const Entry& e = v.entry;
-    auto or_null = [](const std::string& s) { return s.empty() ? Ordered(nullptr) : Ordered(s); };
-    Ordered j;
-    j["id"] = e.id;
-    j["type"] = EntryTypeName(e.type);
-    j["program"] = e.program;
-    j["customer"] = or_null(e.customer);
-    j["points"] = EntryPoints(e);
-    j["created_at"] = FormatRfc3339(e.time_us);
-    j["order_id"] = or_null(e.order_id);
-    j["description"] = or_null(e.description);
-    if (e.holds && v.hold) j["hold"] = Ordered{{"state", HoldStateName(*v.hold)}};
-    if (e.ref) j["refs"] = Ordered{{"entry_id", *e.ref}};
-    j["postings"] = Ordered::array();
-    for (const Posting& p : e.postings) {
-      j["postings"].push_back(Ordered{
-          {"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
-    }
-    return j;
-  };
-  auto dump = [](const Ordered& j) {
-    return j.dump(-1, ' ', false, Ordered::error_handler_t::replace);
-  };
+  const auto expected = ExpectedEntry;
+  const auto dump = LibraryDump;
   Entry plain;
   plain.id = 7;
   plain.type = EntryType::kEarn;
@@ -1245,6 +1253,48 @@ TEST_CASE("entries and pages of entries render as the library would write them",
   CHECK(RenderEntryPage(page) == dump(Ordered{{"items", items}, {"next_cursor", "c\"ursor"}}));
   CHECK(RenderEntryPage(Page<EntryView>{}) ==
         dump(Ordered{{"items", Ordered::array()}, {"next_cursor", nullptr}}));
+}
+
+// Strings are escaped as text directly too: any bytes, well-formed UTF-8 or not, must come out
+// as the library writes them (which replaces what is not UTF-8).
+TEST_CASE("strings of any bytes render as the library would write them", "[json_view]") {
+  // Bytes where escaping and UTF-8 decoding change: controls, quote, backslash, DEL, and the
+  // edges of each UTF-8 lead and continuation range.
+  const uint8_t kEdges[] = {0x00, 0x01, 0x08, 0x09, 0x0a, 0x0c, 0x0d, 0x1f, 0x20, '"',  '\\',
+                            'a',  0x7e, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1,
+                            0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff};
+  std::mt19937 rng(20261124);
+  Entry e;
+  e.id = 1;
+  e.type = EntryType::kEarn;
+  e.program = "p";
+  e.time_us = kStart;
+  std::vector<std::string> cases = {"",
+                                    "plain",
+                                    "caf\xc3\xa9",
+                                    "\xe2\x80\x94",
+                                    "\xf0\x9f\x98\x80",
+                                    "\xed\xa0\x80",
+                                    "\xc0\xaf",
+                                    "\xf4\x90\x80\x80",
+                                    "a\xe2\x80"};
+  for (int n = 0; n < 20000; ++n) {
+    std::string s(rng() % 12, '\0');
+    for (char& c : s) {
+      c = static_cast<char>(rng() % 2 ? kEdges[rng() % sizeof(kEdges)] : rng() % 256);
+    }
+    cases.push_back(s);
+  }
+  int mismatches = 0;
+  for (const std::string& s : cases) {
+    e.description = s;
+    e.customer = s;
+    EntryView v{e, std::nullopt};
+    if (RenderEntry(v) != LibraryDump(ExpectedEntry(v))) {
+      if (++mismatches <= 3) CHECK(RenderEntry(v) == LibraryDump(ExpectedEntry(v)));
+    }
+  }
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE("a customer renders as compact, ordered JSON", "[json_view]") {
