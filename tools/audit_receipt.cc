@@ -5,9 +5,11 @@
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
 #include "ledger/entry.h"
+#include "ledger/loyalty.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/records.h"
+#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "tools/audit.h"
 
@@ -28,6 +30,7 @@ struct ParsedReceipt {
   std::string checkpoint;
   std::optional<uint64_t> tree_size;
   std::optional<uint64_t> entry_id;  // the "id" of the write response's entry view, if any
+  const Json* entry_view = nullptr;  // a write response's "entry" object, if any
 };
 
 // A key in the chain: its name ("" for the first key: any name whose key id matches) and the
@@ -115,6 +118,55 @@ Result<Included> CheckInclusion(const ParsedReceipt& r) {
   return Included{std::move(entry), std::move(cp), std::move(note.second)};
 }
 
+// A write response's entry view against the entry the receipt proves: every field of API.md's
+// entry shape that the view holds must say what the signed bytes say, so that a view edited
+// after the fact does not pass as verified. "hold" is the hold's state, which the bytes do not
+// carry: it may appear only on an entry that holds points, with a state API.md names. Fields
+// API.md does not define are not checked.
+Status CheckEntryView(const Json& view, const std::string& entry_bytes) {
+  if (!view.is_object()) return Bad("the write response's entry is not an object");
+  Result<Entry> decoded = DecodeEntry(entry_bytes);
+  if (!decoded.ok())
+    return Bad("the receipt's entry does not decode: " + decoded.status().message());
+  const Entry& e = *decoded;
+  auto text_or_null = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
+  Json postings = Json::array();
+  for (const Posting& p : e.postings) {
+    postings.push_back(
+        Json{{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
+  }
+  const std::pair<const char*, Json> signed_fields[] = {
+      {"id", e.id},
+      {"type", EntryTypeName(e.type)},
+      {"program", e.program},
+      {"customer", text_or_null(e.customer)},
+      {"points", EntryPoints(e)},
+      {"created_at", FormatRfc3339(e.time_us)},
+      {"order_id", text_or_null(e.order_id)},
+      {"description", text_or_null(e.description)},
+      {"refs", e.ref ? Json{{"entry_id", *e.ref}} : Json(nullptr)},
+      {"postings", std::move(postings)},
+  };
+  for (const auto& [name, value] : signed_fields) {
+    auto it = view.find(name);
+    if (it == view.end()) continue;
+    // "refs" is absent, never null, on an entry without one; a null elsewhere is API.md's empty.
+    if (*it != value || (value.is_null() && std::string_view(name) == "refs")) {
+      return Bad(std::string("the entry's \"") + name + "\" is not what the receipt's entry says");
+    }
+  }
+  auto hold = view.find("hold");
+  if (hold != view.end()) {
+    auto state = hold->is_object() ? hold->find("state") : hold->end();
+    const bool named = hold->is_object() && state != hold->end() &&
+                       (*state == HoldStateName(HoldState::kPending) ||
+                        *state == HoldStateName(HoldState::kCaptured) ||
+                        *state == HoldStateName(HoldState::kVoided));
+    if (!e.holds || !named) return Bad("the entry's \"hold\" is not what the receipt's entry says");
+  }
+  return Status::Ok();
+}
+
 // Extends the chain by one rotation receipt, signed by the chain's last key.
 Status ExtendChain(const ParsedReceipt& r, std::vector<ChainKey>* chain) {
   ASSIGN_OR_RETURN(Included in, CheckInclusion(r));
@@ -141,15 +193,18 @@ Status ExtendChain(const ParsedReceipt& r, std::vector<ChainKey>* chain) {
 Result<std::pair<ParsedReceipt, std::vector<ParsedReceipt>>> ParseDocument(const Json& doc) {
   const Json* receipt = &doc;
   std::optional<uint64_t> entry_id;
+  const Json* entry_view = nullptr;
   if (doc.is_object() && doc.contains("receipt")) {
     receipt = &doc["receipt"];
     auto e = doc.find("entry");
+    if (e != doc.end()) entry_view = &*e;
     if (e != doc.end() && e->is_object() && e->contains("id") && (*e)["id"].is_number_unsigned()) {
       entry_id = (*e)["id"].get<uint64_t>();
     }
   }
   ASSIGN_OR_RETURN(ParsedReceipt r, ParseReceipt(*receipt));
   r.entry_id = entry_id;
+  r.entry_view = entry_view;
   std::vector<ParsedReceipt> chain;
   auto kc = receipt->find("key_chain");
   if (kc != receipt->end()) {
@@ -173,6 +228,7 @@ Status Check(const ParsedReceipt& r, const std::vector<ParsedReceipt>& links,
   size_t k = 0;
   while (k + 1 < chain.size() && chain[k + 1].after < cp.size) ++k;
   ASSIGN_OR_RETURN(out->key, CheckSignature(r.checkpoint, in.signatures, chain[k]));
+  if (r.entry_view != nullptr) RETURN_IF_ERROR(CheckEntryView(*r.entry_view, in.entry));
   auto e = DecodeEntry(in.entry);
   out->leaf_index = r.leaf_index;
   out->tree_size = cp.size;
@@ -180,7 +236,8 @@ Status Check(const ParsedReceipt& r, const std::vector<ParsedReceipt>& links,
                 (e.ok() ? std::string(" (") + EntryTypeName(e->type) + ")" : "") + " is leaf " +
                 std::to_string(r.leaf_index) + " of the tree of size " + std::to_string(cp.size) +
                 " of " + cp.origin + ", root " + HashToHex(cp.root) + ", checkpoint signed by " +
-                out->key + (k > 0 ? " (key " + std::to_string(k) + " of the chain)" : "");
+                out->key + (k > 0 ? " (key " + std::to_string(k) + " of the chain)" : "") +
+                (r.entry_view != nullptr ? "; the entry shown agrees with it" : "");
   return Status::Ok();
 }
 

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -740,6 +741,7 @@ TEST_CASE("A whole loyalty flow over HTTP answers as API.md says, and every rece
   // Every receipt returned by a write verifies, and so does the same entry read back by id; the
   // tree of each receipt is consistent with today's.
   REQUIRE(written.size() == 17);
+  std::vector<Json> read_back;  // the same entries by id, with their holds' states of now
   for (const Json& w : written) {
     CheckReceipt(w, pub);
     const std::string id = std::to_string(w["entry"]["id"].get<uint64_t>());
@@ -750,6 +752,7 @@ TEST_CASE("A whole loyalty flow over HTTP answers as API.md says, and every rece
     CHECK(again["entry"]["postings"] == w["entry"]["postings"]);
     CHECK(again["receipt"]["entry"] == w["receipt"]["entry"]);
     CheckReceipt(again, pub);
+    read_back.push_back(again);
 
     uint64_t from = w["receipt"]["tree_size"];
     HttpResult proof = finance.Get("/v1/ledger/consistency?from=" + std::to_string(from) +
@@ -785,6 +788,26 @@ TEST_CASE("A whole loyalty flow over HTTP answers as API.md says, and every rece
     Bytes other_key = pub;
     other_key[0] ^= 0x01;
     CHECK_FALSE(testing::VerifyReceiptBytes(index, *entry, proof, note, other_key));
+  }
+  // The real tally-audit takes each answer with only the public key file, and refuses it once
+  // its entry says other than the signed bytes do.
+  for (const std::vector<Json>* answers : {&written, &read_back}) {
+    for (const Json& w : *answers) {
+      const std::string file = s.dir() / "answer.json";
+      auto verify = [&](const Json& answer) {
+        std::ofstream(file, std::ios::trunc) << answer.dump();
+        return Audit(
+            {"verify-receipt", "--receipt", file, "--public-key", s.data() + "/signing.pub"});
+      };
+      testing::CommandResult ok = verify(w);
+      INFO(w.dump() << "\n" << ok.output);
+      CHECK(ok.exit_code == 0);
+      Json edited = w;
+      edited["entry"]["points"] = w["entry"]["points"].get<int64_t>() + 1;
+      testing::CommandResult bad = verify(edited);
+      INFO(bad.output);
+      CHECK(bad.exit_code == 1);
+    }
   }
   // Every entry of the log, the program and API keys included, has a receipt that verifies.
   for (uint64_t id = 0; id < cp.size; ++id) {

@@ -1024,6 +1024,78 @@ TEST_CASE("verify-receipt accepts a receipt of the ledger and rejects a one-bit 
   CHECK(!VerifyReceipt("not json", TheLedger().first_key).ok());
 }
 
+// API.md's entry view of the entry a receipt proves, as tallyd writes it in a write response.
+nlohmann::json EntryViewOf(const Receipt& r) {
+  Entry e = Ok(DecodeEntry(r.entry));
+  auto or_null = [](const std::string& s) {
+    return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
+  };
+  nlohmann::json v;
+  v["id"] = e.id;
+  v["type"] = EntryTypeName(e.type);
+  v["program"] = e.program;
+  v["customer"] = or_null(e.customer);
+  v["points"] = EntryPoints(e);
+  v["created_at"] = FormatRfc3339(e.time_us);
+  v["order_id"] = or_null(e.order_id);
+  v["description"] = or_null(e.description);
+  v["postings"] = nlohmann::json::array();
+  for (const Posting& p : e.postings) {
+    v["postings"].push_back(
+        {{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
+  }
+  return v;
+}
+
+TEST_CASE("verify-receipt rejects a write response whose entry says other than the receipt",
+          "[audit]") {
+  const Receipt& r = TheLedger().early;  // an earn with an order id, no hold, no refs
+  const nlohmann::json view = EntryViewOf(r);
+  auto check = [&](const nlohmann::json& v) {
+    return CheckReceipt(R"({"entry":)" + v.dump() + R"(,"receipt":)" + ReceiptJson(r) + "}");
+  };
+  ReceiptCheck ok = check(view);
+  INFO(ok.detail);
+  REQUIRE(ok.valid);
+  CHECK(ok.detail.find("the entry shown agrees") != std::string::npos);
+  nlohmann::json extra = view;
+  extra["note"] = "a field API.md does not define";  // not covered, not refused
+  CHECK(check(extra).valid);
+  nlohmann::json fewer = view;
+  fewer.erase("description");  // says nothing, so nothing false
+  CHECK(check(fewer).valid);
+  const std::vector<std::pair<std::string, nlohmann::json>> edits = {
+      {"id", view["id"].get<uint64_t>() + 1},
+      {"type", "redeem"},
+      {"program", "beta"},
+      {"customer", "mallory"},
+      {"customer", nullptr},
+      {"points", view["points"].get<int64_t>() * 10},
+      {"points", "1000"},
+      {"created_at", "2020-01-01T00:00:00Z"},
+      {"order_id", "o-2"},
+      {"order_id", nullptr},
+      {"description", "free points"},
+      {"refs", {{"entry_id", 1}}},
+      {"refs", nullptr},
+      {"hold", {{"state", "pending"}}},
+      {"postings", nlohmann::json::array()},
+  };
+  for (const auto& [field, value] : edits) {
+    nlohmann::json edited = view;
+    edited[field] = value;
+    ReceiptCheck bad = check(edited);
+    INFO(field << " = " << value.dump() << ": " << bad.detail);
+    CHECK_FALSE(bad.valid);
+    CHECK(bad.detail.find(field) != std::string::npos);  // the field is named
+  }
+  nlohmann::json posting = view;
+  posting["postings"][0]["balance_after"] =
+      posting["postings"][0]["balance_after"].get<int64_t>() + 1;
+  CHECK_FALSE(check(posting).valid);
+  CHECK_FALSE(check(nlohmann::json::array()).valid);
+}
+
 TEST_CASE("verify-receipt follows a key chain to a rotated key", "[audit]") {
   const Shared& s = TheLedger();
   CHECK(!CheckReceipt(ReceiptJson(s.after_rotation, std::vector<Receipt>{})).valid);
