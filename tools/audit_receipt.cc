@@ -5,13 +5,12 @@
 #include "ledger/base64.h"
 #include "ledger/checkpoint.h"
 #include "ledger/entry.h"
-#include "ledger/loyalty.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
 #include "ledger/records.h"
-#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "tools/audit.h"
+#include "tools/entry_json.h"
 
 namespace tally {
 namespace {
@@ -129,29 +128,13 @@ Status CheckEntryView(const Json& view, const std::string& entry_bytes) {
   if (!decoded.ok())
     return Bad("the receipt's entry does not decode: " + decoded.status().message());
   const Entry& e = *decoded;
-  auto text_or_null = [](const std::string& s) { return s.empty() ? Json(nullptr) : Json(s); };
-  Json postings = Json::array();
-  for (const Posting& p : e.postings) {
-    postings.push_back(
-        Json{{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
-  }
-  const std::pair<const char*, Json> signed_fields[] = {
-      {"id", e.id},
-      {"type", EntryTypeName(e.type)},
-      {"program", e.program},
-      {"customer", text_or_null(e.customer)},
-      {"points", EntryPoints(e)},
-      {"created_at", FormatRfc3339(e.time_us)},
-      {"order_id", text_or_null(e.order_id)},
-      {"description", text_or_null(e.description)},
-      {"refs", e.ref ? Json{{"entry_id", *e.ref}} : Json(nullptr)},
-      {"postings", std::move(postings)},
-  };
-  for (const auto& [name, value] : signed_fields) {
+  const Json expected = EntryJsonOf<Json>(e, std::nullopt);
+  for (const char* name : {"id", "type", "program", "customer", "points", "created_at", "order_id",
+                           "description", "refs", "postings"}) {
     auto it = view.find(name);
     if (it == view.end()) continue;
-    // "refs" is absent, never null, on an entry without one; a null elsewhere is API.md's empty.
-    if (*it != value || (value.is_null() && std::string_view(name) == "refs")) {
+    auto want = expected.find(name);  // "refs" is absent on an entry without one
+    if (want == expected.end() || *it != *want) {
       return Bad(std::string("the entry's \"") + name + "\" is not what the receipt's entry says");
     }
   }

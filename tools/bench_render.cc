@@ -12,7 +12,7 @@
 #include "api/json_view.h"
 #include "ledger/base64.h"
 #include "ledger/hash.h"
-#include "ledger/rfc3339.h"
+#include "tools/entry_json.h"
 
 namespace tally {
 namespace {
@@ -41,23 +41,7 @@ void TypicalEarn(EntryView* view, Receipt* receipt) {
 
 // The same answer through the JSON library: a document, then dump.
 std::string LibraryRender(const EntryView& v, const Receipt& r) {
-  const Entry& e = v.entry;
-  auto or_null = [](const std::string& s) { return s.empty() ? Ordered(nullptr) : Ordered(s); };
-  Ordered entry;
-  entry["id"] = e.id;
-  entry["type"] = EntryTypeName(e.type);
-  entry["program"] = e.program;
-  entry["customer"] = or_null(e.customer);
-  entry["points"] = EntryPoints(e);
-  entry["created_at"] = FormatRfc3339(e.time_us);
-  entry["order_id"] = or_null(e.order_id);
-  entry["description"] = or_null(e.description);
-  Ordered postings = Ordered::array();
-  for (const Posting& p : e.postings) {
-    postings.push_back(
-        Ordered{{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
-  }
-  entry["postings"] = std::move(postings);
+  Ordered entry = EntryJsonOf<Ordered>(v.entry, v.hold);
   Ordered proof = Ordered::array();
   for (const Hash& h : r.inclusion_proof) proof.push_back(Base64Encode(AsBytes(h)));
   Ordered receipt;

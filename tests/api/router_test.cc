@@ -25,6 +25,7 @@
 #include "ledger/signer.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
+#include "tools/entry_json.h"
 
 namespace tally {
 namespace {
@@ -1181,26 +1182,7 @@ TEST_CASE("an entry with its receipt renders as compact, ordered JSON", "[json_v
 // An entry as the JSON library writes it, in API.md's order: what the entry renderers must
 // write byte for byte.
 nlohmann::ordered_json ExpectedEntry(const EntryView& v) {
-  using Ordered = nlohmann::ordered_json;
-  const Entry& e = v.entry;
-  auto or_null = [](const std::string& s) { return s.empty() ? Ordered(nullptr) : Ordered(s); };
-  Ordered j;
-  j["id"] = e.id;
-  j["type"] = EntryTypeName(e.type);
-  j["program"] = e.program;
-  j["customer"] = or_null(e.customer);
-  j["points"] = EntryPoints(e);
-  j["created_at"] = FormatRfc3339(e.time_us);
-  j["order_id"] = or_null(e.order_id);
-  j["description"] = or_null(e.description);
-  if (e.holds && v.hold) j["hold"] = Ordered{{"state", HoldStateName(*v.hold)}};
-  if (e.ref) j["refs"] = Ordered{{"entry_id", *e.ref}};
-  j["postings"] = Ordered::array();
-  for (const Posting& p : e.postings) {
-    j["postings"].push_back(
-        Ordered{{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
-  }
-  return j;
+  return EntryJsonOf<nlohmann::ordered_json>(v.entry, v.hold);
 }
 
 std::string LibraryDump(const nlohmann::ordered_json& j) {

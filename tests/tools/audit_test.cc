@@ -34,6 +34,7 @@
 #include "tests/test_util.h"
 #include "tools/audit_internal.h"
 #include "tools/bounded_queue.h"
+#include "tools/entry_json.h"
 
 namespace tally {
 namespace {
@@ -1026,25 +1027,7 @@ TEST_CASE("verify-receipt accepts a receipt of the ledger and rejects a one-bit 
 
 // API.md's entry view of the entry a receipt proves, as tallyd writes it in a write response.
 nlohmann::json EntryViewOf(const Receipt& r) {
-  Entry e = Ok(DecodeEntry(r.entry));
-  auto or_null = [](const std::string& s) {
-    return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s);
-  };
-  nlohmann::json v;
-  v["id"] = e.id;
-  v["type"] = EntryTypeName(e.type);
-  v["program"] = e.program;
-  v["customer"] = or_null(e.customer);
-  v["points"] = EntryPoints(e);
-  v["created_at"] = FormatRfc3339(e.time_us);
-  v["order_id"] = or_null(e.order_id);
-  v["description"] = or_null(e.description);
-  v["postings"] = nlohmann::json::array();
-  for (const Posting& p : e.postings) {
-    v["postings"].push_back(
-        {{"account", p.account}, {"points", p.points}, {"balance_after", p.balance_after}});
-  }
-  return v;
+  return EntryJsonOf<nlohmann::json>(Ok(DecodeEntry(r.entry)), std::nullopt);
 }
 
 TEST_CASE("verify-receipt rejects a write response whose entry says other than the receipt",
