@@ -21,7 +21,6 @@
 #include "ledger/clock.h"
 #include "ledger/merkle.h"
 #include "ledger/note.h"
-#include "ledger/rfc3339.h"
 #include "ledger/signer.h"
 #include "ledger/store.h"
 #include "tests/test_util.h"
@@ -1193,8 +1192,6 @@ std::string LibraryDump(const nlohmann::ordered_json& j) {
 // same fields, in API.md's order, whatever the strings hold.
 TEST_CASE("entries and pages of entries render as the library would write them", "[json_view]") {
   using Ordered = nlohmann::ordered_json;
-  const auto expected = ExpectedEntry;
-  const auto dump = LibraryDump;
   Entry plain;
   plain.id = 7;
   plain.type = EntryType::kEarn;
@@ -1224,17 +1221,18 @@ TEST_CASE("entries and pages of entries render as the library would write them",
   Page<EntryView> page;
   for (const EntryView& v : views) {
     std::string text = RenderEntry(v);
-    CHECK(text == dump(expected(v)));
-    CHECK(Ordered::parse(text) == expected(v));
+    CHECK(text == LibraryDump(ExpectedEntry(v)));
+    CHECK(Ordered::parse(text) == ExpectedEntry(v));
     page.items.push_back(v);
   }
   Ordered items = Ordered::array();
-  for (const EntryView& v : views) items.push_back(expected(v));
-  CHECK(RenderEntryPage(page) == dump(Ordered{{"items", items}, {"next_cursor", nullptr}}));
+  for (const EntryView& v : views) items.push_back(ExpectedEntry(v));
+  CHECK(RenderEntryPage(page) == LibraryDump(Ordered{{"items", items}, {"next_cursor", nullptr}}));
   page.next_cursor = "c\"ursor";
-  CHECK(RenderEntryPage(page) == dump(Ordered{{"items", items}, {"next_cursor", "c\"ursor"}}));
+  CHECK(RenderEntryPage(page) ==
+        LibraryDump(Ordered{{"items", items}, {"next_cursor", "c\"ursor"}}));
   CHECK(RenderEntryPage(Page<EntryView>{}) ==
-        dump(Ordered{{"items", Ordered::array()}, {"next_cursor", nullptr}}));
+        LibraryDump(Ordered{{"items", Ordered::array()}, {"next_cursor", nullptr}}));
 }
 
 // Strings are escaped as text directly too: any bytes, well-formed UTF-8 or not, must come out
