@@ -7,6 +7,7 @@
 #include "ledger/base64.h"
 #include "ledger/rfc3339.h"
 #include "ledger/signer.h"
+#include "ledger/utf8.h"
 
 namespace tally {
 namespace {
@@ -19,34 +20,6 @@ std::string Dump(const Json& j) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-// The length of the well-formed UTF-8 sequence that starts at s[i] (RFC 3629: no overlong
-// forms, no surrogates, nothing above U+10FFFF), or 0 if none does.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const auto byte = [s](size_t k) { return static_cast<uint8_t>(s[k]); };
-  const uint8_t lead = byte(i);
-  size_t n = 0;
-  uint8_t lo = 0x80;
-  uint8_t hi = 0xBF;  // the range of the second byte
-  if (lead >= 0xC2 && lead <= 0xDF) {
-    n = 2;
-  } else if (lead >= 0xE0 && lead <= 0xEF) {
-    n = 3;
-    if (lead == 0xE0) lo = 0xA0;
-    if (lead == 0xED) hi = 0x9F;
-  } else if (lead >= 0xF0 && lead <= 0xF4) {
-    n = 4;
-    if (lead == 0xF0) lo = 0x90;
-    if (lead == 0xF4) hi = 0x8F;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size() || byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
-  }
-  return n;
-}
-
 // A JSON string, the same bytes Dump gives: '"' and '\\' escaped, control characters as the
 // short escapes or \u00xx, well-formed UTF-8 as is. A string that is not well-formed UTF-8 (none
 // should reach here) goes through the JSON library, which replaces the bad bytes.
@@ -56,14 +29,14 @@ void AppendString(std::string_view s, std::string* out) {
   size_t copied = 0;  // s[0, copied) is in *out
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<uint8_t>(s[i]);
-    if (c >= 0x80) {
-      const size_t n = Utf8SequenceLength(s, i);
-      if (n == 0) {
+    if (c >= 0x80) {  // ASCII is decided here, byte by byte; the rest is decoded
+      std::string_view rest = s.substr(i);
+      if (NextCodePoint(&rest) == kBadUtf8) {
         out->resize(start);
         *out += Dump(Json(std::string(s)));
         return;
       }
-      i += n;
+      i = s.size() - rest.size();
       continue;
     }
     if (c >= 0x20 && c != '"' && c != '\\') {
@@ -106,6 +79,13 @@ void AppendString(std::string_view s, std::string* out) {
   *out += '"';
 }
 
+// Bytes as a JSON string of their standard base64 (the alphabet needs no escaping).
+void AppendBase64String(std::string_view bytes, std::string* out) {
+  *out += '"';
+  AppendBase64(bytes, out);
+  *out += '"';
+}
+
 // Writes one JSON object field by field, directly as text, for the responses served most often
 // (building a JSON document first costs more than the rest of such a response). Fields come
 // out in the order they are written, as with ordered_json.
@@ -136,12 +116,9 @@ class ObjectWriter {
     *out_ += std::to_string(value);
     return *this;
   }
-  // The standard base64 of bytes, as a JSON string (the alphabet needs no escaping).
   ObjectWriter& Base64(std::string_view key, std::string_view bytes) {
     Key(key);
-    *out_ += '"';
-    AppendBase64(bytes, out_);
-    *out_ += '"';
+    AppendBase64String(bytes, out_);
     return *this;
   }
   ObjectWriter& Raw(std::string_view key, std::string_view json) {
@@ -222,9 +199,8 @@ void AppendReceipt(const Receipt& r, std::string* out) {
   std::string* proof = w.Value("inclusion_proof");
   *proof += '[';
   for (size_t i = 0; i < r.inclusion_proof.size(); ++i) {
-    *proof += i > 0 ? ",\"" : "\"";
-    AppendBase64(AsBytes(r.inclusion_proof[i]), proof);
-    *proof += '"';
+    if (i > 0) *proof += ',';
+    AppendBase64String(AsBytes(r.inclusion_proof[i]), proof);
   }
   *proof += ']';
   w.Str("checkpoint", r.checkpoint).Int("tree_size", static_cast<int64_t>(r.tree_size));
