@@ -28,7 +28,6 @@ struct ParsedReceipt {
   std::vector<std::string> proof_base64;
   std::string checkpoint;
   std::optional<uint64_t> tree_size;
-  std::optional<uint64_t> entry_id;  // the "id" of the write response's entry view, if any
   const Json* entry_view = nullptr;  // a write response's "entry" object, if any
 };
 
@@ -108,7 +107,13 @@ Result<Included> CheckInclusion(const ParsedReceipt& r) {
   ASSIGN_OR_RETURN(auto note, ParseNote(r.checkpoint));
   ASSIGN_OR_RETURN(Checkpoint cp, ParseCheckpoint(note.first));
   if (r.tree_size && *r.tree_size != cp.size) return Bad("tree_size is not the checkpoint's size");
-  if (r.entry_id && *r.entry_id != r.leaf_index) return Bad("the entry's id is not leaf_index");
+  if (r.entry_view != nullptr && r.entry_view->is_object()) {
+    auto id = r.entry_view->find("id");
+    if (id != r.entry_view->end() && id->is_number_unsigned() &&
+        id->get<uint64_t>() != r.leaf_index) {
+      return Bad("the entry's id is not leaf_index");
+    }
+  }
   if (r.leaf_index >= cp.size) {
     return Bad("leaf_index " + std::to_string(r.leaf_index) + " is not in a tree of size " +
                std::to_string(cp.size));
@@ -122,11 +127,11 @@ Result<Included> CheckInclusion(const ParsedReceipt& r) {
 // after the fact does not pass as verified. "hold" is the hold's state, which the bytes do not
 // carry: it may appear only on an entry that holds points, with a state API.md names. Fields
 // API.md does not define are not checked.
-Status CheckEntryView(const Json& view, const std::string& entry_bytes) {
+Status CheckEntryView(const Json& view, const Result<Entry>& decoded) {
   if (!view.is_object()) return Bad("the write response's entry is not an object");
-  Result<Entry> decoded = DecodeEntry(entry_bytes);
-  if (!decoded.ok())
+  if (!decoded.ok()) {
     return Bad("the receipt's entry does not decode: " + decoded.status().message());
+  }
   const Entry& e = *decoded;
   const Json expected = EntryJsonOf<Json>(e, std::nullopt);
   for (const char* name : {"id", "type", "program", "customer", "points", "created_at", "order_id",
@@ -175,18 +180,13 @@ Status ExtendChain(const ParsedReceipt& r, std::vector<ChainKey>* chain) {
 // The receipt object and its key chain, from a receipt or a write response.
 Result<std::pair<ParsedReceipt, std::vector<ParsedReceipt>>> ParseDocument(const Json& doc) {
   const Json* receipt = &doc;
-  std::optional<uint64_t> entry_id;
   const Json* entry_view = nullptr;
   if (doc.is_object() && doc.contains("receipt")) {
     receipt = &doc["receipt"];
     auto e = doc.find("entry");
     if (e != doc.end()) entry_view = &*e;
-    if (e != doc.end() && e->is_object() && e->contains("id") && (*e)["id"].is_number_unsigned()) {
-      entry_id = (*e)["id"].get<uint64_t>();
-    }
   }
   ASSIGN_OR_RETURN(ParsedReceipt r, ParseReceipt(*receipt));
-  r.entry_id = entry_id;
   r.entry_view = entry_view;
   std::vector<ParsedReceipt> chain;
   auto kc = receipt->find("key_chain");
@@ -211,8 +211,8 @@ Status Check(const ParsedReceipt& r, const std::vector<ParsedReceipt>& links,
   size_t k = 0;
   while (k + 1 < chain.size() && chain[k + 1].after < cp.size) ++k;
   ASSIGN_OR_RETURN(out->key, CheckSignature(r.checkpoint, in.signatures, chain[k]));
-  if (r.entry_view != nullptr) RETURN_IF_ERROR(CheckEntryView(*r.entry_view, in.entry));
-  auto e = DecodeEntry(in.entry);
+  const Result<Entry> e = DecodeEntry(in.entry);
+  if (r.entry_view != nullptr) RETURN_IF_ERROR(CheckEntryView(*r.entry_view, e));
   out->leaf_index = r.leaf_index;
   out->tree_size = cp.size;
   out->detail = "entry " + std::to_string(r.leaf_index) +
