@@ -83,7 +83,8 @@ std::string Metrics::Render(const LedgerStats& stats) const {
             static_cast<double>(stats.group_entries_sum));
   Header(&out, "tally_entries_total", "counter", "Entries in the log.");
   out += "tally_entries_total " + std::to_string(stats.entries) + "\n";
-  Header(&out, "tally_fsync_seconds", "histogram", "Synced write latency per commit group.");
+  Header(&out, "tally_fsync_seconds", "histogram",
+         "Per commit group: from its write to the end of the WAL sync that makes it durable.");
   Histogram(&out, "tally_fsync_seconds", "", kWriteSecondsBounds, stats.write_seconds_counts,
             stats.write_seconds_sum);
   Header(&out, "tally_background_write_limit_bytes_per_second", "gauge",

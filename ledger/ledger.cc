@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -40,6 +41,27 @@ struct Pending {
   Result<AppendResult> result = Status::Internal("undecided");
 };
 
+// A commit group the writer has decided and handed to the syncer, which answers its requests
+// once the group is durable (Ledger::Impl::SyncLoop). Owns its requests.
+struct Written {
+  std::vector<Pending*> requests;
+  // Whether the group wrote entries, [first, size); a group of replays and refusals only writes
+  // nothing, and is answered once every group before it is durable (its answers may rest on
+  // them). size is the tree size the group's answers name either way.
+  bool wrote = false;
+  uint64_t first = 0;
+  uint64_t size = 0;
+  std::vector<std::string> entries;
+  std::vector<NodeWrite> nodes;  // the tree nodes the group completes
+  bool rotated = false;          // it holds a signing_key entry
+  CheckpointInfo cp;
+  std::shared_ptr<const Snapshot> snapshot;  // taken just after its write: what readers may see
+  std::chrono::steady_clock::time_point start;
+  // The writer failed the group itself (its write failed, or nothing could be written): the
+  // requests hold their answers already.
+  bool failed = false;
+};
+
 }  // namespace
 
 struct Ledger::Impl {
@@ -65,6 +87,17 @@ struct Ledger::Impl {
       std::make_unique<std::atomic<uint64_t>[]>(kCustomerMarkSlots);
   std::atomic<uint64_t> api_keys_mark{0};
   std::thread writer;
+
+  // The sync stage (SyncLoop). The writer writes each group without syncing it and goes on to
+  // the next; the syncer syncs the WAL, which makes every group written before it durable, then
+  // shows those groups to readers and answers their requests, in order.
+  std::mutex sync_mu;
+  std::condition_variable sync_cv;                // the syncer: a group to answer, or stop
+  std::condition_variable answered_cv;            // the writer: groups were answered
+  std::deque<std::unique_ptr<Written>> unsynced;  // guarded by sync_mu
+  size_t unanswered = 0;   // groups handed over, not yet answered; guarded by sync_mu
+  bool sync_stop = false;  // guarded by sync_mu
+  std::thread syncer;
 
   // The disk-full guard: whether the data directory's file system was below min_free_bytes at
   // the last look, and when (steady clock, ns) the next look is due. Any thread may look.
@@ -99,10 +132,18 @@ struct Ledger::Impl {
                  const CheckpointInfo& cp, StoreBatch* batch);
   bool StorageLow();
   void WriterLoop();
-  void RunGroup(std::vector<Pending*>& group);
+  void RunGroup(Written& w);
   void Decide(Pending& p, OverlayState& overlay, std::vector<std::string>& group_entries);
-  Status Commit(OverlayState& overlay, const std::vector<std::string>& group_entries,
-                uint64_t group_first);
+  // Writes the group without syncing it and fills in what the syncer needs to answer it.
+  Status Commit(OverlayState& overlay, std::vector<std::string>& group_entries,
+                uint64_t group_first, Written& w);
+  // The writer hands a group to the syncer; and waits until at most `most` groups are unanswered.
+  void HandOver(std::unique_ptr<Written> w);
+  void WaitAnswered(size_t most);
+  void SyncLoop();
+  // The syncer: the group is durable (st OK) or cannot be (the ledger stops); shows it and
+  // answers its requests.
+  void Answer(Written& w, const Status& st);
   CheckpointInfo SignCheckpoint(uint64_t size, const Hash& root) const;
   const Signer& CurrentSigner() const;  // REQUIRES: mu held, or the writer thread
   std::string KeyPath(const std::string& suffix = "") const {
@@ -110,7 +151,8 @@ struct Ledger::Impl {
   }
   Status CheckSigningKey();
   Status FinishRotation(uint64_t entry_id);
-  Result<std::vector<SigningKeyRecord>> Rotations() const;
+  // Read through `view`, or the latest state (the writer's, and at open) if null.
+  Result<std::vector<SigningKeyRecord>> Rotations(const Snapshot* view = nullptr) const;
   void RecordGroup(size_t entries, double seconds);  // REQUIRES: mu held
 
   // The newest entries, checkpoints and tree nodes in memory, for receipts (recent_log.h).
@@ -122,14 +164,15 @@ struct Ledger::Impl {
   mutable uint64_t rotations_generation = 0;                             // guarded by rotations_mu
   Result<std::vector<SigningKeyRecord>> CachedRotations() const;
 
-  // Reads share one snapshot while no commit lands: taking a snapshot locks the database, and
-  // every read takes one. The snapshot was taken after committed_size reached `snapshot_size`,
-  // so it holds every commit acknowledged up to then.
+  // What readers see: a snapshot holding exactly the durable groups up to `snapshot_size`,
+  // taken just after the last of them was written (the store's latest state may hold groups
+  // written and not yet synced, which no reader may see). Shown before committed_size rises.
   mutable std::mutex snapshot_mu;
-  mutable std::shared_ptr<const Snapshot> snapshot;  // guarded by snapshot_mu
-  mutable uint64_t snapshot_size = 0;                // guarded by snapshot_mu
-  // *holds (if not null): a tree size whose every commit group is in the snapshot.
+  std::shared_ptr<const Snapshot> snapshot;  // guarded by snapshot_mu
+  uint64_t snapshot_size = 0;                // guarded by snapshot_mu
+  // *holds (if not null): the tree size the snapshot holds, every commit group up to it.
   std::shared_ptr<const Snapshot> CurrentSnapshot(uint64_t* holds = nullptr) const;
+  void Show(std::shared_ptr<const Snapshot> s, uint64_t size);
   // Before a group is written: raises the change mark of every customer it changes, and the API
   // keys' mark if it changes any key, to `size`, the tree size after it.
   void MarkChanges(const OverlayState& changes, uint64_t size);
@@ -146,29 +189,26 @@ Result<std::vector<SigningKeyRecord>> Ledger::Impl::CachedRotations() const {
     if (rotations_cache) return *rotations_cache;
     generation = rotations_generation;
   }
-  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> r, Rotations());
+  // The snapshot is read after the generation: a commit's rotation is shown before the cache
+  // is dropped (Answer), so a read that missed it cannot be kept.
+  std::shared_ptr<const Snapshot> view = CurrentSnapshot();
+  ASSIGN_OR_RETURN(std::vector<SigningKeyRecord> r, Rotations(view.get()));
   std::lock_guard<std::mutex> lock(rotations_mu);
   if (generation == rotations_generation) rotations_cache = r;
   return r;
 }
 
 std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot(uint64_t* holds) const {
-  const uint64_t size = committed_size.load();
-  {
-    std::lock_guard<std::mutex> lock(snapshot_mu);
-    if (snapshot && snapshot_size >= size) {
-      if (holds) *holds = snapshot_size;
-      return snapshot;
-    }
-  }
-  std::shared_ptr<const Snapshot> fresh = store->NewSnapshot();
-  if (holds) *holds = size;
   std::lock_guard<std::mutex> lock(snapshot_mu);
-  if (!snapshot || size > snapshot_size) {
-    snapshot = fresh;
-    snapshot_size = size;
-  }
-  return fresh;
+  if (holds) *holds = snapshot_size;
+  return snapshot;
+}
+
+void Ledger::Impl::Show(std::shared_ptr<const Snapshot> s, uint64_t size) {
+  std::lock_guard<std::mutex> lock(snapshot_mu);
+  if (snapshot && size < snapshot_size) return;
+  snapshot = std::move(s);
+  snapshot_size = size;
 }
 
 namespace {
@@ -332,6 +372,7 @@ Status Ledger::Impl::Load() {
     }
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, *note};
   }
+  Show(store->NewSnapshot(), next_id);
   committed_size = next_id;
   ASSIGN_OR_RETURN(std::optional<std::string> seq, store->Get(Cf::kMeta, kMetaStreamSeq));
   stream_seq = seq && seq->size() == 8 ? DecodeU64(*seq) : 0;
@@ -388,11 +429,11 @@ Status Ledger::Impl::LoadTail() {
 
 const Signer& Ledger::Impl::CurrentSigner() const { return *signers.back(); }
 
-Result<std::vector<SigningKeyRecord>> Ledger::Impl::Rotations() const {
+Result<std::vector<SigningKeyRecord>> Ledger::Impl::Rotations(const Snapshot* view) const {
   std::vector<SigningKeyRecord> out;
   std::string prefix = ObjectPrefix(ObjectKind::kSigningKey, "");
   Status st;
-  RETURN_IF_ERROR(store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, nullptr,
+  RETURN_IF_ERROR(store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, view,
                               [&](std::string_view, std::string_view v) {
                                 auto r = DecodeSigningKey(v);
                                 if (!r.ok()) st = r.status();
@@ -450,30 +491,111 @@ CheckpointInfo Ledger::Impl::SignCheckpoint(uint64_t size, const Hash& root) con
 }
 
 void Ledger::Impl::WriterLoop() {
-  std::vector<Pending*> group;
   for (;;) {
+    // Bounds what is written and not yet durable; the wait lets the next group grow meanwhile.
+    WaitAnswered(kUnansweredGroupsMax - 1);
+    auto w = std::make_unique<Written>();
     {
       std::unique_lock<std::mutex> lock(mu);
       cv.wait(lock, [&] { return !queue.empty() || shutting_down; });
       if (queue.empty()) return;
-      while (!queue.empty() && group.size() < options.commit_group_requests_max) {
-        group.push_back(queue.front());
+      while (!queue.empty() && w->requests.size() < options.commit_group_requests_max) {
+        w->requests.push_back(queue.front());
         queue.pop_front();
       }
     }
-    RunGroup(group);
-    for (Pending* p : group) {
-      std::unique_ptr<Pending> owned(p);
-      try {
-        owned->done(std::move(owned->result));
-      } catch (...) {
-        // Only memory running out gets here (a completion hands its work to another thread).
-        // Its caller gets no answer (an HTTP client sees its connection closed); the writer and
-        // the rest of the group go on: the group is durable either way.
+    RunGroup(*w);
+    const bool rotated = w->wrote && w->rotated;
+    HandOver(std::move(w));
+    // A rotation takes effect once its group is durable (Answer moves the key files): every
+    // later checkpoint is signed with the new key.
+    if (rotated) WaitAnswered(0);
+  }
+}
+
+void Ledger::Impl::HandOver(std::unique_ptr<Written> w) {
+  {
+    std::lock_guard<std::mutex> lock(sync_mu);
+    unsynced.push_back(std::move(w));
+    ++unanswered;
+  }
+  sync_cv.notify_one();
+}
+
+void Ledger::Impl::WaitAnswered(size_t most) {
+  std::unique_lock<std::mutex> lock(sync_mu);
+  answered_cv.wait(lock, [&] { return unanswered <= most; });
+}
+
+// One sync covers every group written before it, so the syncer takes all that are waiting.
+// After a failed write or sync nothing later is answered as durable: a second fsync can succeed
+// after the kernel dropped the pages the first one failed to write.
+void Ledger::Impl::SyncLoop() {
+  for (;;) {
+    std::deque<std::unique_ptr<Written>> groups;
+    {
+      std::unique_lock<std::mutex> lock(sync_mu);
+      sync_cv.wait(lock, [&] { return !unsynced.empty() || sync_stop; });
+      if (unsynced.empty()) return;
+      groups.swap(unsynced);
+    }
+    Status st;
+    if (stopped) {
+      st = Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+    } else if (std::any_of(groups.begin(), groups.end(), [](auto& w) { return w->wrote; })) {
+      st = options.before_sync ? options.before_sync() : Status::Ok();
+      if (st.ok()) st = store->SyncLog();
+      if (!st.ok()) {
+        stopped = true;
+        st = Status::Unavailable("write failed, ledger stopped: " + st.message(), "ledger_stopped");
       }
     }
-    group.clear();
+    for (auto& w : groups) Answer(*w, st);
+    {
+      std::lock_guard<std::mutex> lock(sync_mu);
+      unanswered -= groups.size();
+    }
+    answered_cv.notify_all();
   }
+}
+
+void Ledger::Impl::Answer(Written& w, const Status& st) {
+  if (!w.failed && !st.ok()) {
+    for (Pending* p : w.requests) p->result = st;
+  } else if (!w.failed && w.wrote) {
+    // Readers see the group before the rotation cache is dropped (CachedRotations) and before
+    // committed_size names it (GetReceipt, GetEntryBytes).
+    Show(std::move(w.snapshot), w.size);
+    Committed(w.first, w.entries, w.nodes, w.cp.note, w.rotated);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      latest = std::move(w.cp);
+      committed_size = w.size;
+      RecordGroup(
+          w.entries.size(),
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - w.start).count());
+    }
+    Status rotation = w.rotated ? FinishRotation(w.size - 1) : Status::Ok();
+    if (!rotation.ok()) {
+      stopped = true;
+      for (Pending* p : w.requests) {
+        p->result = Status::Unavailable("write failed, ledger stopped: " + rotation.message(),
+                                        "ledger_stopped");
+      }
+    }
+  }
+  for (Pending* p : w.requests) {
+    std::unique_ptr<Pending> owned(p);
+    if (owned->result.ok()) owned->result->tree_size = w.size;
+    try {
+      owned->done(std::move(owned->result));
+    } catch (...) {
+      // Only memory running out gets here (a completion hands its work to another thread).
+      // Its caller gets no answer (an HTTP client sees its connection closed); the rest of the
+      // group go on: the group is durable either way.
+    }
+  }
+  w.requests.clear();
 }
 
 namespace {
@@ -483,37 +605,41 @@ void FailAll(std::vector<Pending*>& group, const Status& st) {
 Status NotPrimary() { return Status::Unavailable("this ledger is not the primary", "not_primary"); }
 }  // namespace
 
-void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
+void Ledger::Impl::RunGroup(Written& w) {
+  std::vector<Pending*>& group = w.requests;
+  w.size = next_id;
+  auto fail = [&](const Status& st) {
+    w.failed = true;
+    FailAll(group, st);
+  };
   if (stopped) {
-    return FailAll(group,
-                   Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
+    return fail(Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
   }
   std::unique_lock<std::mutex> apply_lock(apply_mu, std::defer_lock);
   if (options.group_log) {
     apply_lock.lock();
-    if (role != ReplicationRole::kPrimary) return FailAll(group, NotPrimary());
+    if (role != ReplicationRole::kPrimary) return fail(NotPrimary());
     if (catch_up_needed) {
+      // The log's groups are applied with synced writes, each shown at once: every group of
+      // ours before them must have been answered first.
+      WaitAnswered(0);
       Status st = CatchUp(/*fence=*/true);
-      if (!st.ok()) return FailAll(group, st);
-      if (role != ReplicationRole::kPrimary) return FailAll(group, NotPrimary());
+      if (!st.ok()) return fail(st);
+      if (role != ReplicationRole::kPrimary) return fail(NotPrimary());
     }
   }
-  // The writer is the only one writing, so the latest state is stable during the group.
+  // The writer is the only one writing, so the latest state is stable during the group. It
+  // holds every group written so far, durable or not: decisions build on all of them.
   StoreReader base(store.get(), nullptr);
   OverlayState overlay(&base);
   std::vector<std::string> group_entries;
   uint64_t group_first = next_id;
   group_nodes.clear();
   for (Pending* p : group) Decide(*p, overlay, group_entries);
-  if (group_entries.empty()) {
-    for (Pending* p : group) {
-      if (p->result.ok()) p->result->tree_size = next_id;
-    }
-    return;
-  }
+  w.size = next_id;
+  if (group_entries.empty()) return;
 
-  Status st = Commit(overlay, group_entries, group_first);
-  if (st.ok() && rotated_in_group) st = FinishRotation(next_id - 1);
+  Status st = Commit(overlay, group_entries, group_first, w);
   rotated_in_group = false;
   if (!st.ok() && (st.reason() == "not_primary" || st.reason() == "replication")) {
     // Nothing was written here: forget the group's decisions and learn from the log what it
@@ -521,15 +647,12 @@ void Ledger::Impl::RunGroup(std::vector<Pending*>& group) {
     catch_up_needed = true;
     Status reload = LoadTail();
     if (!reload.ok()) stopped = true;
-    return FailAll(group, st);
+    return fail(st);
   }
   if (!st.ok()) {
     stopped = true;
-    return FailAll(group, Status::Unavailable("write failed, ledger stopped: " + st.message(),
-                                              "ledger_stopped"));
-  }
-  for (Pending* p : group) {
-    if (p->result.ok()) p->result->tree_size = next_id;
+    return fail(
+        Status::Unavailable("write failed, ledger stopped: " + st.message(), "ledger_stopped"));
   }
 }
 
@@ -612,6 +735,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
     RETURN_IF_ERROR(store->Write(batch));
+    Show(store->NewSnapshot(), size);
     Committed(g.first_id, g.entries, all_nodes, g.checkpoint, rotated);
     std::lock_guard<std::mutex> lock(mu);
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, g.checkpoint};
@@ -674,8 +798,8 @@ void Ledger::Impl::Decide(Pending& p, OverlayState& overlay,
   p.result = AppendResult{first, static_cast<uint32_t>(ctx.encoded().size()), false, 0};
 }
 
-Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string>& group_entries,
-                            uint64_t group_first) {
+Status Ledger::Impl::Commit(OverlayState& overlay, std::vector<std::string>& group_entries,
+                            uint64_t group_first, Written& w) {
   TALLY_CHECK(frontier.size() == next_id);
   TALLY_CHECK(group_first + group_entries.size() == next_id);
   StoreBatch batch(*store);
@@ -688,16 +812,19 @@ Status Ledger::Impl::Commit(OverlayState& overlay, const std::vector<std::string
   batch.Put(Cf::kCheckpoints, CheckpointKey(cp.size), cp.note);
   batch.Put(Cf::kMeta, kMetaCheckpoint, cp.note);
   if (options.group_log) RETURN_IF_ERROR(Publish(group_first, group_entries, cp, &batch));
-  auto start = std::chrono::steady_clock::now();
+  w.start = std::chrono::steady_clock::now();
   Status st = options.before_write ? options.before_write() : Status::Ok();
-  if (st.ok()) st = store->Write(batch);
+  if (st.ok()) st = store->WriteUnsynced(batch);
   if (!st.ok()) return st;
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  Committed(group_first, group_entries, group_nodes, cp.note, rotated_in_group);
-  std::lock_guard<std::mutex> lock(mu);
-  latest = std::move(cp);
-  committed_size = next_id;
-  RecordGroup(group_entries.size(), seconds);
+  // Before the next group's write: the snapshot holds exactly the groups up to this one.
+  w.snapshot = store->NewSnapshot();
+  w.wrote = true;
+  w.first = group_first;
+  w.size = next_id;
+  w.entries = std::move(group_entries);
+  w.nodes = std::move(group_nodes);
+  w.rotated = rotated_in_group;
+  w.cp = std::move(cp);
   return Status::Ok();
 }
 
@@ -729,6 +856,10 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const LedgerOptions& options) {
   impl->clock = options.clock ? options.clock : &impl->system_clock;
   RETURN_IF_ERROR(impl->Load());
   Impl* raw = impl.get();
+  raw->syncer = std::thread([raw] {
+    pthread_setname_np(pthread_self(), "tally-sync");
+    raw->SyncLoop();
+  });
   raw->writer = std::thread([raw] {
     pthread_setname_np(pthread_self(), "tally-writer");
     raw->WriterLoop();
@@ -743,6 +874,12 @@ Ledger::~Ledger() {
   }
   impl_->cv.notify_all();
   if (impl_->writer.joinable()) impl_->writer.join();
+  {
+    std::lock_guard<std::mutex> lock(impl_->sync_mu);
+    impl_->sync_stop = true;
+  }
+  impl_->sync_cv.notify_all();
+  if (impl_->syncer.joinable()) impl_->syncer.join();
 }
 
 Status Ledger::Writable() const {
@@ -802,6 +939,8 @@ uint64_t Ledger::CustomerChangedAt(std::string_view program, std::string_view cu
 uint64_t Ledger::ApiKeysChangedAt() const { return impl_->api_keys_mark.load(); }
 
 Result<std::string> Ledger::GetEntryBytes(uint64_t id) const {
+  // The store may hold later entries, written and not yet durable.
+  if (id >= impl_->committed_size) return Status::NotFound("no entry " + std::to_string(id));
   if (std::optional<std::string> held = impl_->recent.Entry(id)) return std::move(*held);
   ASSIGN_OR_RETURN(std::optional<std::string> v, impl_->store->Get(Cf::kEntries, EntryKey(id)));
   if (!v) return Status::NotFound("no entry " + std::to_string(id));
@@ -844,7 +983,8 @@ Result<Receipt> Ledger::GetReceipt(uint64_t id) const {
   std::string key = rotations.front().previous_key;
   std::string prefix = ObjectPrefix(ObjectKind::kSigningKey, "");
   std::vector<uint64_t> ids;
-  RETURN_IF_ERROR(impl_->store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, nullptr,
+  std::shared_ptr<const Snapshot> view = impl_->CurrentSnapshot();
+  RETURN_IF_ERROR(impl_->store->Scan(Cf::kObjects, prefix, PrefixEnd(prefix), false, view.get(),
                                      [&](std::string_view k, std::string_view) {
                                        ids.push_back(DecodeU64(k.substr(prefix.size())));
                                        return true;
@@ -876,6 +1016,7 @@ CheckpointInfo Ledger::LatestCheckpoint() const {
 }
 
 Result<std::optional<std::string>> Ledger::GetCheckpoint(uint64_t size) const {
+  if (size > impl_->committed_size) return std::optional<std::string>();
   return impl_->store->Get(Cf::kCheckpoints, CheckpointKey(size));
 }
 
@@ -885,7 +1026,7 @@ Result<std::vector<Entry>> Ledger::CustomerEntries(const std::string& program,
                                                    size_t limit) const {
   std::vector<Entry> out;
   if (before_id && *before_id == 0) return out;
-  auto snapshot = impl_->store->NewSnapshot();
+  std::shared_ptr<const Snapshot> snapshot = impl_->CurrentSnapshot();
   std::string prefix = CustomerEntriesPrefix(program, customer);
   std::string start = before_id ? CustomerEntryKey(program, customer, *before_id - 1) : prefix;
   std::vector<uint64_t> ids;
@@ -1036,8 +1177,13 @@ Result<uint64_t> Ledger::Backup(const std::string& out,
                                 std::function<std::string(uint64_t size)> manifest) const {
   BackupOptions o;
   o.manifest = std::move(manifest);
+  // The copy can hold groups written and not yet durable here; the sync after it makes them
+  // durable, so the copy never holds what this ledger could lose.
   o.checkpoint = [this](const std::string& db_dir) {
-    return impl_->store->CreateCheckpoint(db_dir);
+    RETURN_IF_ERROR(impl_->store->CreateCheckpoint(db_dir));
+    Status st = impl_->store->SyncLog();
+    if (!st.ok()) impl_->stopped = true;  // as after any failed sync (SyncLoop)
+    return st;
   };
   return WriteBackup(impl_->options.dir, out, o);
 }

@@ -1,7 +1,9 @@
 // Ledger: the append-only, double-entry log with its derived state, Merkle tree and signed
 // checkpoints. One writer thread (the sequencer) decides and commits appends in groups: one
-// synced RocksDB WriteBatch and one signed checkpoint per group. Reads go through snapshots and
-// never wait for the writer.
+// RocksDB WriteBatch and one signed checkpoint per group. A second thread (the syncer) syncs the
+// WAL while the writer goes on to the next group; a group is answered, and shown to readers,
+// only once a sync covers it. Reads go through a snapshot of the durable groups and never wait
+// for the writer.
 #ifndef TALLY_LEDGER_LEDGER_H_
 #define TALLY_LEDGER_LEDGER_H_
 
@@ -47,6 +49,9 @@ struct LedgerOptions {
   // Fault injection for tests: called before each group's write; a non-OK status is treated as
   // a failed write. Null in production.
   std::function<Status()> before_write;
+  // Fault injection for tests: called on the sync thread before each sync of the WAL; a non-OK
+  // status is treated as a failed sync. Null in production.
+  std::function<Status()> before_sync;
   // Disk-full guard: while the file system holding `dir` has fewer bytes free for unprivileged
   // use than this (statvfs f_bavail * f_frsize, looked at most once a second), Append refuses
   // every request with ResourceExhausted "insufficient_storage" before it reaches RocksDB, so
@@ -154,10 +159,10 @@ class Ledger {
   // the disk has less than min_free_bytes free, ResourceExhausted ("insufficient_storage").
   // Thread-safe.
   Result<AppendResult> Append(AppendRequest request);
-  // The same without waiting: `done` gets what Append would return. It is called on the writer
-  // thread once the request's group is durable (or refused), or at once on this thread when the
-  // request is refused before it is queued. It must be quick, must not throw, and must not wait
-  // on the ledger (hand longer work to another thread). Thread-safe.
+  // The same without waiting: `done` gets what Append would return. It is called on the
+  // ledger's sync thread once the request's group is durable (or refused), or at once on this
+  // thread when the request is refused before it is queued. It must be quick, must not throw, and
+  // must not wait on the ledger (hand longer work to another thread). Thread-safe.
   void Submit(AppendRequest request, AppendDone done);
 
   // A consistent read view of the current state; with `holds`, also a tree size whose every

@@ -178,7 +178,7 @@ class Loyalty {
 
   // The checkout writes above in two steps, for callers that do not wait: Prepare* checks the
   // request (the errors the write itself would return first) and builds it; Submit queues it,
-  // and `done` gets what the write would return, on the ledger's writer thread (or at once on
+  // and `done` gets what the write would return, on the ledger's sync thread (or at once on
   // this thread when the request is refused first). `done` must be quick and must not wait
   // on the ledger (Ledger::Submit). Earn(w, p, r) is Write(PrepareEarn(w, p, r)).
   Result<AppendRequest> PrepareEarn(const WriteContext& w, const std::string& program,

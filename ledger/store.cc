@@ -141,9 +141,9 @@ rocksdb::DBOptions MakeDbOptions(const Store::Options& o) {
   rocksdb::DBOptions opt;
   opt.create_if_missing = o.mode == Store::Mode::kReadWrite && o.create_if_missing;
   opt.create_missing_column_families = o.mode == Store::Mode::kReadWrite;
-  // Every acknowledged write was synced as one WAL record. kTolerateCorruptedTailRecords drops
-  // only an incomplete record at the very end of the WAL (a write torn by a crash before its
-  // sync finished, so never acknowledged) and refuses to open on corruption anywhere else.
+  // Every acknowledged write was synced. kTolerateCorruptedTailRecords drops only an incomplete
+  // record at the very end of the WAL (a write torn by a crash before a sync covered it, so
+  // never acknowledged) and refuses to open on corruption anywhere else.
   // The default, kPointInTimeRecovery, would instead stop replay at a corrupted record in the
   // middle and silently drop every acknowledged write after it.
   opt.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
@@ -387,6 +387,20 @@ Status Store::Write(StoreBatch& batch) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   return FromRocks(rep_->db->Write(wo, &batch.rep_->batch), "write");
+}
+
+Status Store::WriteUnsynced(StoreBatch& batch) {
+  TALLY_CHECK(batch.rep_->store == rep_.get());
+  if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
+  CountNothing();
+  rocksdb::WriteOptions wo;
+  wo.sync = false;
+  return FromRocks(rep_->db->Write(wo, &batch.rep_->batch), "write");
+}
+
+Status Store::SyncLog() {
+  if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
+  return FromRocks(rep_->db->SyncWAL(), "sync log");
 }
 
 std::shared_ptr<const Snapshot> Store::NewSnapshot() const {

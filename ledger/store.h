@@ -81,8 +81,16 @@ class Store {
   Result<std::vector<std::optional<std::string>>> MultiGet(
       const std::vector<std::pair<Cf, std::string_view>>& keys, const Snapshot* snapshot) const;
 
-  // Writes the batch atomically with sync=true: on OK it is durable in the WAL.
+  // Writes the batch atomically with sync=true: on OK it is durable in the WAL, together with
+  // every write before it.
   Status Write(StoreBatch& batch);
+  // Writes the batch atomically to the WAL and the memtables without syncing: a later Write or
+  // SyncLog makes it durable. Visible to reads at once, snapshots included: callers that must
+  // show only durable state read through a snapshot taken before it (Ledger does).
+  Status WriteUnsynced(StoreBatch& batch);
+  // Syncs the WAL: every write made before the call is durable when it returns OK. May run
+  // while another thread writes (RocksDB's SyncWAL).
+  Status SyncLog();
 
   std::shared_ptr<const Snapshot> NewSnapshot() const;
 
