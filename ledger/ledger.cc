@@ -33,8 +33,8 @@
 namespace tally {
 namespace {
 
-// A request queued for the writer, owned by the queue and then by the writer's group until its
-// `done` has been called.
+// A request queued for the writer, owned by the queue, then by its commit group (Written) until
+// the syncer has called its `done`.
 struct Pending {
   AppendRequest request;
   AppendDone done;
@@ -95,7 +95,10 @@ struct Ledger::Impl {
   std::condition_variable sync_cv;                // the syncer: a group to answer, or stop
   std::condition_variable answered_cv;            // the writer: groups were answered
   std::deque<std::unique_ptr<Written>> unsynced;  // guarded by sync_mu
-  size_t unanswered = 0;   // groups handed over, not yet answered; guarded by sync_mu
+  size_t unanswered = 0;  // groups handed over, not yet answered; guarded by sync_mu
+  // The tree size after the last group written to the store, durable or not (raised just before
+  // the write).
+  std::atomic<uint64_t> written_size{0};
   bool sync_stop = false;  // guarded by sync_mu
   std::thread syncer;
 
@@ -140,6 +143,9 @@ struct Ledger::Impl {
   // The writer hands a group to the syncer; and waits until at most `most` groups are unanswered.
   void HandOver(std::unique_ptr<Written> w);
   void WaitAnswered(size_t most);
+  // Waits until every group up to tree size `size` is durable; Unavailable if the ledger stops
+  // first.
+  Status WaitDurable(uint64_t size);
   void SyncLoop();
   // The syncer: the group is durable (st OK) or cannot be (the ledger stops); shows it and
   // answers its requests.
@@ -205,10 +211,14 @@ std::shared_ptr<const Snapshot> Ledger::Impl::CurrentSnapshot(uint64_t* holds) c
 }
 
 void Ledger::Impl::Show(std::shared_ptr<const Snapshot> s, uint64_t size) {
-  std::lock_guard<std::mutex> lock(snapshot_mu);
-  if (snapshot && size < snapshot_size) return;
-  snapshot = std::move(s);
-  snapshot_size = size;
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mu);
+    if (snapshot && size < snapshot_size) return;
+    std::swap(snapshot, s);
+    snapshot_size = size;
+  }
+  // `s` now holds the snapshot replaced, released here (it takes RocksDB's own lock) rather
+  // than while readers wait for snapshot_mu.
 }
 
 namespace {
@@ -373,6 +383,7 @@ Status Ledger::Impl::Load() {
     latest = CheckpointInfo{cp.origin, cp.size, cp.root, *note};
   }
   Show(store->NewSnapshot(), next_id);
+  written_size = next_id;
   committed_size = next_id;
   ASSIGN_OR_RETURN(std::optional<std::string> seq, store->Get(Cf::kMeta, kMetaStreamSeq));
   stream_seq = seq && seq->size() == 8 ? DecodeU64(*seq) : 0;
@@ -492,8 +503,6 @@ CheckpointInfo Ledger::Impl::SignCheckpoint(uint64_t size, const Hash& root) con
 
 void Ledger::Impl::WriterLoop() {
   for (;;) {
-    // Bounds what is written and not yet durable; the wait lets the next group grow meanwhile.
-    WaitAnswered(kUnansweredGroupsMax - 1);
     auto w = std::make_unique<Written>();
     {
       std::unique_lock<std::mutex> lock(mu);
@@ -507,8 +516,8 @@ void Ledger::Impl::WriterLoop() {
     RunGroup(*w);
     const bool rotated = w->wrote && w->rotated;
     HandOver(std::move(w));
-    // A rotation takes effect once its group is durable (Answer moves the key files): every
-    // later checkpoint is signed with the new key.
+    // A rotation takes effect once its group is durable (Answer moves the key files): the next
+    // group's checkpoint, signed before that group waits for this one, must use the new key.
     if (rotated) WaitAnswered(0);
   }
 }
@@ -525,6 +534,13 @@ void Ledger::Impl::HandOver(std::unique_ptr<Written> w) {
 void Ledger::Impl::WaitAnswered(size_t most) {
   std::unique_lock<std::mutex> lock(sync_mu);
   answered_cv.wait(lock, [&] { return unanswered <= most; });
+}
+
+Status Ledger::Impl::WaitDurable(uint64_t size) {
+  std::unique_lock<std::mutex> lock(sync_mu);
+  answered_cv.wait(lock, [&] { return committed_size >= size || stopped; });
+  if (committed_size >= size) return Status::Ok();
+  return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
 }
 
 // One sync covers every group written before it, so the syncer takes all that are waiting.
@@ -567,6 +583,9 @@ void Ledger::Impl::Answer(Written& w, const Status& st) {
     // committed_size names it (GetReceipt, GetEntryBytes).
     Show(std::move(w.snapshot), w.size);
     Committed(w.first, w.entries, w.nodes, w.cp.note, w.rotated);
+    // Before committed_size names the group: a backup waiting for it (Backup) then copies the
+    // new public key.
+    Status rotation = w.rotated ? FinishRotation(w.size - 1) : Status::Ok();
     {
       std::lock_guard<std::mutex> lock(mu);
       latest = std::move(w.cp);
@@ -575,7 +594,6 @@ void Ledger::Impl::Answer(Written& w, const Status& st) {
           w.entries.size(),
           std::chrono::duration<double>(std::chrono::steady_clock::now() - w.start).count());
     }
-    Status rotation = w.rotated ? FinishRotation(w.size - 1) : Status::Ok();
     if (!rotation.ok()) {
       stopped = true;
       for (Pending* p : w.requests) {
@@ -623,6 +641,9 @@ void Ledger::Impl::RunGroup(Written& w) {
       // The log's groups are applied with synced writes, each shown at once: every group of
       // ours before them must have been answered first.
       WaitAnswered(0);
+      if (stopped) {
+        return fail(Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
+      }
       Status st = CatchUp(/*fence=*/true);
       if (!st.ok()) return fail(st);
       if (role != ReplicationRole::kPrimary) return fail(NotPrimary());
@@ -735,6 +756,7 @@ Status Ledger::Impl::ApplyCommitGroup(const CommitGroup& g, uint64_t seq) {
     batch.Put(Cf::kMeta, kMetaCheckpoint, g.checkpoint);
     batch.Put(Cf::kMeta, kMetaStreamSeq, EncodeU64(seq));
     RETURN_IF_ERROR(store->Write(batch));
+    written_size = size;
     Show(store->NewSnapshot(), size);
     Committed(g.first_id, g.entries, all_nodes, g.checkpoint, rotated);
     std::lock_guard<std::mutex> lock(mu);
@@ -811,8 +833,16 @@ Status Ledger::Impl::Commit(OverlayState& overlay, std::vector<std::string>& gro
   TALLY_CHECK(cp.size > committed_size.load());
   batch.Put(Cf::kCheckpoints, CheckpointKey(cp.size), cp.note);
   batch.Put(Cf::kMeta, kMetaCheckpoint, cp.note);
+  // The group was decided (and its batch built and signed) while the one before it synced; it is
+  // published and written only once that one is answered. So the WAL never holds more than one
+  // group not yet synced (the one a crash can tear), and nothing is published or written after a
+  // failed sync.
+  WaitAnswered(0);
+  if (stopped) return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
   if (options.group_log) RETURN_IF_ERROR(Publish(group_first, group_entries, cp, &batch));
   w.start = std::chrono::steady_clock::now();
+  // Raised before the write, so that a backup that finds the group in its copy waits for it.
+  written_size = next_id;
   Status st = options.before_write ? options.before_write() : Status::Ok();
   if (st.ok()) st = store->WriteUnsynced(batch);
   if (!st.ok()) return st;
@@ -1177,13 +1207,12 @@ Result<uint64_t> Ledger::Backup(const std::string& out,
                                 std::function<std::string(uint64_t size)> manifest) const {
   BackupOptions o;
   o.manifest = std::move(manifest);
-  // The copy can hold groups written and not yet durable here; the sync after it makes them
-  // durable, so the copy never holds what this ledger could lose.
+  // The copy can hold a group written and not yet durable here: the backup waits for it to be
+  // durable (and fails if the ledger stops first), so the copy never holds what this ledger
+  // could lose, and signing.pub, copied afterwards, is the key of its newest checkpoint.
   o.checkpoint = [this](const std::string& db_dir) {
     RETURN_IF_ERROR(impl_->store->CreateCheckpoint(db_dir));
-    Status st = impl_->store->SyncLog();
-    if (!st.ok()) impl_->stopped = true;  // as after any failed sync (SyncLoop)
-    return st;
+    return impl_->WaitDurable(impl_->written_size);
   };
   return WriteBackup(impl_->options.dir, out, o);
 }

@@ -27,8 +27,6 @@ inline constexpr int64_t kPointsMax = 1'000'000'000'000;  // one amount in a req
 inline constexpr size_t kCommitGroupRequestsMax = 1024;   // requests decided in one commit group
 inline constexpr size_t kWriterQueueRequestsMax = 65536;  // queued before Append refuses
 inline constexpr size_t kRequestEntriesMax = 10000;       // entries one request may emit
-// Commit groups written and not yet answered (waiting for their sync) before the writer waits.
-inline constexpr size_t kUnansweredGroupsMax = 2;
 // Receipts of recent entries are built from memory (RecentLog): this many entries at least, at
 // most twice as many, and entry bytes up to this budget.
 inline constexpr uint64_t kRecentLogEntries = 16384;

@@ -5,6 +5,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/perf_level.h>
 #include <rocksdb/rate_limiter.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdarg>
 #include <cstdio>
 #include <ctime>
@@ -227,8 +229,26 @@ void LowerCompactionPriority() {
 
 }  // namespace
 
+// RocksDB's background errors other than compactions'. A flush first syncs the WAL files it
+// closed (with several column families, RocksDB's SyncClosedLogs); if that sync fails, RocksDB
+// only records a background error, and a later SyncWAL of the same file can succeed after the
+// kernel dropped the pages. Store::SyncLog reports such an error as a failed sync.
+class BackgroundErrors final : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
+    if (reason != rocksdb::BackgroundErrorReason::kCompaction && error && !error->ok()) {
+      failed_ = true;
+    }
+  }
+  bool failed() const { return failed_; }
+
+ private:
+  std::atomic<bool> failed_{false};
+};
+
 struct Store::Rep {
   std::unique_ptr<rocksdb::DB> db;
+  std::shared_ptr<BackgroundErrors> background_errors = std::make_shared<BackgroundErrors>();
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   Mode mode = Mode::kReadWrite;
   std::shared_ptr<rocksdb::RateLimiter> rate_limiter;  // kReadWrite with a background write limit
@@ -291,6 +311,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir, const Options
   for (int i = 0; i < kCfCount; ++i) cfs.emplace_back(kCfNames[i], MakeCfOptions(cache));
   auto rep = std::make_unique<Rep>();
   rep->mode = options.mode;
+  db_opt.listeners.push_back(rep->background_errors);
   rep->rate_limiter = db_opt.rate_limiter;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s;
@@ -400,7 +421,11 @@ Status Store::WriteUnsynced(StoreBatch& batch) {
 
 Status Store::SyncLog() {
   if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
-  return FromRocks(rep_->db->SyncWAL(), "sync log");
+  RETURN_IF_ERROR(FromRocks(rep_->db->SyncWAL(), "sync log"));
+  if (rep_->background_errors->failed()) {
+    return Status::Unavailable("RocksDB reported a background error: the log may not be durable");
+  }
+  return Status::Ok();
 }
 
 std::shared_ptr<const Snapshot> Store::NewSnapshot() const {

@@ -89,7 +89,8 @@ class Store {
   // show only durable state read through a snapshot taken before it (Ledger does).
   Status WriteUnsynced(StoreBatch& batch);
   // Syncs the WAL: every write made before the call is durable when it returns OK. May run
-  // while another thread writes (RocksDB's SyncWAL).
+  // while another thread writes (RocksDB's SyncWAL). Fails as well once RocksDB has reported a
+  // background error other than a compaction's (a flush syncs the WAL files it closes).
   Status SyncLog();
 
   std::shared_ptr<const Snapshot> NewSnapshot() const;

@@ -45,6 +45,14 @@ std::vector<Discrepancy> CheckRebuild(const Ledger& ledger) {
   return found;
 }
 
+// Polls `done` every 5 ms for up to 10 s.
+bool WaitFor(const std::function<bool()>& done) {
+  for (int i = 0; i < 2000 && !done(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
 }  // namespace
 
 TEST_CASE("Appends are numbered from zero and balances follow the postings", "[ledger]") {
@@ -263,8 +271,9 @@ TEST_CASE("Submitted requests complete on the ledger's thread, or at once when r
   CHECK(refused_on == caller);
 }
 
-// The writer writes a group without syncing it and goes on; the syncer answers it once a sync
-// covers it. Until then no reader sees it, and nothing decided on top of it is answered.
+// The writer writes a group without syncing it and goes on to decide the next; the syncer
+// answers it once a sync covers it. Until then no reader sees it, nothing decided on top of it is
+// answered, and nothing more is written.
 TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][sync]") {
   TempDir dir;
   std::promise<void> release;
@@ -284,16 +293,10 @@ TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][
     auto v = ledger->store()->Get(Cf::kEntries, EntryKey(id));
     return v.ok() && v->has_value();
   };
-  auto wait_for = [](const std::function<bool()>& done) {
-    for (int i = 0; i < 2000 && !done(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return done();
-  };
   const CheckpointInfo empty = ledger->LatestCheckpoint();
   auto a = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", 10, "a")); });
-  REQUIRE(wait_for([&] { return syncs == 1; }));
+  REQUIRE(WaitFor([&] { return syncs == 1; }));
   REQUIRE(written(0));
   CHECK(ledger->size() == 0);
   CHECK(Balance(*ledger, "acme:customer:alice:available") == 0);
@@ -306,15 +309,18 @@ TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][
   ledger->Read(&holds);
   CHECK(holds == 0);
 
-  // Meanwhile the writer goes on: it decides on top of the unsynced group and writes the next.
-  // A replay of the first request is not answered before the first group is durable either.
+  // Meanwhile the writer decides the next requests on top of the unsynced group (b spends
+  // points only it holds), but writes nothing more until that group is answered: the WAL never
+  // holds two groups not yet synced. A replay of the first request is not answered before the
+  // first group is durable either.
   auto b = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", -4, "b")); });
   auto again = std::async(std::launch::async,
                           [&] { return ledger->Append(Transfer("acme", "alice", 10, "a")); });
-  REQUIRE(wait_for([&] { return written(1); }));
-  CHECK(a.wait_for(std::chrono::milliseconds(50)) == std::future_status::timeout);
+  CHECK(a.wait_for(std::chrono::milliseconds(100)) == std::future_status::timeout);
   CHECK(again.wait_for(std::chrono::milliseconds(0)) == std::future_status::timeout);
+  CHECK(b.wait_for(std::chrono::milliseconds(0)) == std::future_status::timeout);
+  CHECK_FALSE(written(1));
   CHECK(ledger->size() == 0);
 
   release.set_value();
@@ -330,6 +336,32 @@ TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][
   CHECK(Balance(*ledger, "acme:customer:alice:available") == 6);
   CHECK(ledger->GetReceipt(1).ok());
   CHECK(ledger->LatestCheckpoint().size == 2);
+}
+
+TEST_CASE("A backup that copies a group not yet durable waits for it", "[ledger][sync]") {
+  TempDir dir, out;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> syncs{0};
+  LedgerOptions o;
+  o.dir = dir.path();
+  o.before_sync = [&] {
+    if (++syncs == 2) released.wait();
+    return Status::Ok();
+  };
+  auto ledger = std::move(Ledger::Open(o)).value();
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
+  auto b = std::async(std::launch::async,
+                      [&] { return ledger->Append(Transfer("acme", "alice", 5, "b")); });
+  REQUIRE(WaitFor([&] { return syncs == 2; }));
+  auto backup =
+      std::async(std::launch::async, [&] { return ledger->Backup(out.path() + "/copy"); });
+  CHECK(backup.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
+  release.set_value();
+  REQUIRE(b.get().ok());
+  auto size = backup.get();
+  REQUIRE(size.ok());
+  CHECK(*size == 2);
 }
 
 TEST_CASE("A failed sync stops the ledger, and nothing it should have covered is shown",
