@@ -85,8 +85,9 @@ class Store {
   // every write before it.
   Status Write(StoreBatch& batch);
   // Writes the batch atomically to the WAL and the memtables without syncing: a later Write or
-  // SyncLog makes it durable. Visible to reads at once, snapshots included: callers that must
-  // show only durable state read through a snapshot taken before it (Ledger does).
+  // SyncLog makes it durable. Reads of the latest state, and snapshots taken after it, see it at
+  // once: callers that must show only durable state read through a snapshot taken before it
+  // until the sync (Ledger does).
   Status WriteUnsynced(StoreBatch& batch);
   // Syncs the WAL: every write made before the call is durable when it returns OK. May run
   // while another thread writes (RocksDB's SyncWAL). Fails as well once RocksDB has reported a
