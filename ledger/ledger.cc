@@ -62,6 +62,11 @@ struct Written {
   bool failed = false;
 };
 
+// What every write gets once the ledger has stopped (fail-stop).
+Status LedgerStopped() {
+  return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+}
+
 }  // namespace
 
 struct Ledger::Impl {
@@ -540,7 +545,7 @@ Status Ledger::Impl::WaitDurable(uint64_t size) {
   std::unique_lock<std::mutex> lock(sync_mu);
   answered_cv.wait(lock, [&] { return committed_size >= size || stopped; });
   if (committed_size >= size) return Status::Ok();
-  return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+  return LedgerStopped();
 }
 
 // One sync covers every group written before it, so the syncer takes all that are waiting.
@@ -557,7 +562,7 @@ void Ledger::Impl::SyncLoop() {
     }
     Status st;
     if (stopped) {
-      st = Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+      st = LedgerStopped();
     } else if (std::any_of(groups.begin(), groups.end(), [](auto& w) { return w->wrote; })) {
       st = options.before_sync ? options.before_sync() : Status::Ok();
       if (st.ok()) st = store->SyncLog();
@@ -631,7 +636,7 @@ void Ledger::Impl::RunGroup(Written& w) {
     FailAll(group, st);
   };
   if (stopped) {
-    return fail(Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
+    return fail(LedgerStopped());
   }
   std::unique_lock<std::mutex> apply_lock(apply_mu, std::defer_lock);
   if (options.group_log) {
@@ -642,7 +647,7 @@ void Ledger::Impl::RunGroup(Written& w) {
       // ours before them must have been answered first.
       WaitAnswered(0);
       if (stopped) {
-        return fail(Status::Unavailable("ledger stopped after a failed write", "ledger_stopped"));
+        return fail(LedgerStopped());
       }
       Status st = CatchUp(/*fence=*/true);
       if (!st.ok()) return fail(st);
@@ -838,7 +843,7 @@ Status Ledger::Impl::Commit(OverlayState& overlay, std::vector<std::string>& gro
   // group not yet synced (the one a crash can tear), and nothing is published or written after a
   // failed sync.
   WaitAnswered(0);
-  if (stopped) return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+  if (stopped) return LedgerStopped();
   if (options.group_log) RETURN_IF_ERROR(Publish(group_first, group_entries, cp, &batch));
   w.start = std::chrono::steady_clock::now();
   // Raised before the write, so that a backup that finds the group in its copy waits for it.
@@ -914,7 +919,7 @@ Ledger::~Ledger() {
 
 Status Ledger::Writable() const {
   if (impl_->stopped) {
-    return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+    return LedgerStopped();
   }
   if (impl_->StorageLow()) {
     return Status::ResourceExhausted("less than " + std::to_string(impl_->options.min_free_bytes) +

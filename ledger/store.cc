@@ -401,21 +401,16 @@ Status Store::Scan(Cf cf, std::string_view start, std::string_view end, bool rev
   return FromRocks(it->status(), "scan");
 }
 
-Status Store::Write(StoreBatch& batch) {
-  TALLY_CHECK(batch.rep_->store == rep_.get());
-  if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
-  CountNothing();
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  return FromRocks(rep_->db->Write(wo, &batch.rep_->batch), "write");
-}
+Status Store::Write(StoreBatch& batch) { return WriteWith(batch, /*sync=*/true); }
 
-Status Store::WriteUnsynced(StoreBatch& batch) {
+Status Store::WriteUnsynced(StoreBatch& batch) { return WriteWith(batch, /*sync=*/false); }
+
+Status Store::WriteWith(StoreBatch& batch, bool sync) {
   TALLY_CHECK(batch.rep_->store == rep_.get());
   if (rep_->mode != Mode::kReadWrite) return Status::FailedPrecondition("store is read-only");
   CountNothing();
   rocksdb::WriteOptions wo;
-  wo.sync = false;
+  wo.sync = sync;
   return FromRocks(rep_->db->Write(wo, &batch.rep_->batch), "write");
 }
 

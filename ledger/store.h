@@ -124,6 +124,7 @@ class Store {
 
  private:
   friend class StoreBatch;
+  Status WriteWith(StoreBatch& batch, bool sync);  // Write and WriteUnsynced
   struct Rep;
   explicit Store(std::unique_ptr<Rep> rep);
   std::unique_ptr<Rep> rep_;
