@@ -11,6 +11,9 @@
 #      from RocksDB (c answers from the customer-view cache once a customer was read)
 #   a'. baseline_server again: the ratios are to the mean of a and a', so that a change in the
 #      machine's speed during the runs (it is shared) shows up instead of skewing them
+#   a2. baseline_server --body-bytes N, sent the same POSTs as b (--mix earn=100), N the size of
+#      one of tallyd's earn answers: the same bytes through the same HTTP layer with no ledger
+#      behind it: b's ratio to a2 is what the ledger's work leaves of the HTTP layer's rate
 #   f. restart: fill a data dir with N earns (tally-bench-fill), time tallyd's start to /readyz
 #      200, and the bytes on disk per entry (du -sb DIR/db / entries)
 #
@@ -40,7 +43,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) build=0; shift ;;
     --skip-http) http=0; shift ;;
     --skip-restart) restart=0; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -204,6 +207,12 @@ if [[ $http == 1 ]]; then
   bench "b. tallyd: durable earns" --url "$server_url" --key "$TALLY_ADMIN_KEY" --setup \
     --mix earn=100
   earns=$result
+  # The size of one earn answer, for a2 (one more earn, with its own keys).
+  earn_bytes=$(curl -fsS -o /dev/null -w '%{size_download}' -X POST \
+    -H "Authorization: Bearer $TALLY_ADMIN_KEY" -H "Idempotency-Key: bench-size-$$" \
+    -H 'Content-Type: application/json' \
+    -d "{\"customer\":\"c0\",\"points\":10,\"order_id\":\"bench-size-$$\"}" \
+    "$server_url/v1/programs/bench/earn")
   settle "$tallyd_pid"
   bench "c. tallyd: balance reads" --url "$server_url" --key "$TALLY_ADMIN_KEY" --mix balance=100
   reads=$result
@@ -230,6 +239,12 @@ if [[ $http == 1 ]]; then
   bench "a'. baseline_server again: GET /healthz" --url "$server_url" --path /healthz
   base2=$result
   stop_server "$server_pid"
+  start_server baseline "$tmp/baseline.log" "$bin/baseline_server" --listen 127.0.0.1:0 \
+    --body-bytes "$earn_bytes"
+  bench "a2. baseline_server --body-bytes $earn_bytes: earn-shaped POSTs" --url "$server_url" \
+    --key "$TALLY_ADMIN_KEY" --mix earn=100
+  shaped=$result
+  stop_server "$server_pid"
   base_rps=$(awk -v a="$(field "$base" rps)" -v b="$(field "$base2" rps)" \
     'BEGIN { printf "%.1f", (a + b) / 2 }')
 
@@ -239,9 +254,12 @@ if [[ $http == 1 ]]; then
     "$(field "$base" p99)"
   printf '   baseline GET       %10.0f req/s  p99 %s ms   (a\x27)\n' "$(field "$base2" rps)" \
     "$(field "$base2" p99)"
-  printf '   tallyd earns       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
+  printf '   baseline, earn-shaped %7.0f req/s  p99 %s ms   ratio to baseline %s   (a2)\n' \
+    "$(field "$shaped" rps)" "$(field "$shaped" p99)" \
+    "$(ratio "$(field "$shaped" rps)" "$base_rps")"
+  printf '   tallyd earns       %10.0f req/s  p99 %s ms   ratio to baseline %s   (to a2: %s)\n' \
     "$(field "$earns" rps)" "$(field "$earns" p99)" \
-    "$(ratio "$(field "$earns" rps)" "$base_rps")"
+    "$(ratio "$(field "$earns" rps)" "$base_rps")" "$(ratio "$(field "$earns" rps)" "$(field "$shaped" rps)")"
   printf '   tallyd reads       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$reads" rps)" "$(field "$reads" p99)" \
     "$(ratio "$(field "$reads" rps)" "$base_rps")"

@@ -2,7 +2,12 @@
 // it. Benchmarks compare tallyd against it: it is the ceiling the HTTP layer allows on this
 // machine.
 //
-//   baseline_server [--listen HOST:PORT] [--threads N]
+//   baseline_server [--listen HOST:PORT] [--threads N] [--body-bytes N]
+//
+// --body-bytes N answers every request with a JSON string of exactly N bytes instead (N >= 2).
+// Sent the same POSTs as tallyd's earns, with N the size of tallyd's earn answer, it is an
+// earn-shaped ceiling: the same request and answer bytes through the same HTTP layer, with no
+// ledger work, so that a benchmark can tell the HTTP share of an earn's cost from the ledger's.
 //
 // HOST may be an IPv6 address in brackets ("[::1]:8080"). Runs until SIGINT or SIGTERM, then stops
 // gracefully.
@@ -24,7 +29,8 @@ namespace {
 
 int Usage(const char* message) {
   std::fprintf(stderr,
-               "baseline_server: %s\nusage: baseline_server [--listen HOST:PORT] [--threads N]\n",
+               "baseline_server: %s\nusage: baseline_server [--listen HOST:PORT] [--threads N] "
+               "[--body-bytes N]\n",
                message);
   return 2;
 }
@@ -49,6 +55,7 @@ bool ParseListen(std::string_view s, std::string& host, uint16_t& port) {
 
 int Main(int argc, char** argv) {
   HttpServerOptions options;
+  std::string body = R"({"ok":true})";
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if (i + 1 >= argc) return Usage("missing value after an option");
@@ -60,6 +67,14 @@ int Main(int argc, char** argv) {
       long n = std::strtol(std::string(value).c_str(), &end, 10);
       if (*end != '\0' || n < 1 || n > 1024) return Usage("bad --threads N");
       options.threads = static_cast<int>(n);
+    } else if (arg == "--body-bytes") {
+      char* end = nullptr;
+      long n = std::strtol(std::string(value).c_str(), &end, 10);
+      if (*end != '\0' || n < 2 || n > (64 << 20)) return Usage("bad --body-bytes N");
+      // A JSON string: quotes around N - 2 letters.
+      body.assign(static_cast<size_t>(n), 'x');
+      body.front() = '"';
+      body.back() = '"';
     } else {
       return Usage("unknown option");
     }
@@ -72,9 +87,9 @@ int Main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto server = HttpServer::Start(options, [](const HttpRequest&) {
+  auto server = HttpServer::Start(options, [&body](const HttpRequest&) {
     HttpResponse res;
-    res.body = R"({"ok":true})";
+    res.body = body;
     return res;
   });
   if (!server.ok()) {
