@@ -13,6 +13,7 @@
 #include <future>
 #include <mutex>
 #include <random>
+#include <system_error>
 #include <thread>
 
 #include "ledger/apply.h"
@@ -65,6 +66,13 @@ struct Written {
 // What every write gets once the ledger has stopped (fail-stop).
 Status LedgerStopped() {
   return Status::Unavailable("ledger stopped after a failed write", "ledger_stopped");
+}
+
+// What the writes of the group whose write or sync failed get: the failure that stopped the
+// ledger. A group that only found the ledger stopped keeps LedgerStopped's answer.
+Status StoppedBy(const Status& cause) {
+  if (cause.reason() == "ledger_stopped") return cause;
+  return Status::Unavailable("write failed, ledger stopped: " + cause.message(), "ledger_stopped");
 }
 
 }  // namespace
@@ -568,7 +576,7 @@ void Ledger::Impl::SyncLoop() {
       if (st.ok()) st = store->SyncLog();
       if (!st.ok()) {
         stopped = true;
-        st = Status::Unavailable("write failed, ledger stopped: " + st.message(), "ledger_stopped");
+        st = StoppedBy(st);
       }
     }
     for (auto& w : groups) Answer(*w, st);
@@ -602,8 +610,7 @@ void Ledger::Impl::Answer(Written& w, const Status& st) {
     if (!rotation.ok()) {
       stopped = true;
       for (Pending* p : w.requests) {
-        p->result = Status::Unavailable("write failed, ledger stopped: " + rotation.message(),
-                                        "ledger_stopped");
+        p->result = StoppedBy(rotation);
       }
     }
   }
@@ -677,8 +684,7 @@ void Ledger::Impl::RunGroup(Written& w) {
   }
   if (!st.ok()) {
     stopped = true;
-    return fail(
-        Status::Unavailable("write failed, ledger stopped: " + st.message(), "ledger_stopped"));
+    return fail(StoppedBy(st));
   }
 }
 
@@ -891,15 +897,21 @@ Result<std::unique_ptr<Ledger>> Ledger::Open(const LedgerOptions& options) {
   impl->clock = options.clock ? options.clock : &impl->system_clock;
   RETURN_IF_ERROR(impl->Load());
   Impl* raw = impl.get();
-  raw->syncer = std::thread([raw] {
-    pthread_setname_np(pthread_self(), "tally-sync");
-    raw->SyncLoop();
-  });
-  raw->writer = std::thread([raw] {
-    pthread_setname_np(pthread_self(), "tally-writer");
-    raw->WriterLoop();
-  });
-  return std::unique_ptr<Ledger>(new Ledger(std::move(impl)));
+  // The Ledger first: if a thread cannot be started, its destructor stops the one that was.
+  std::unique_ptr<Ledger> ledger(new Ledger(std::move(impl)));
+  try {
+    raw->syncer = std::thread([raw] {
+      pthread_setname_np(pthread_self(), "tally-sync");
+      raw->SyncLoop();
+    });
+    raw->writer = std::thread([raw] {
+      pthread_setname_np(pthread_self(), "tally-writer");
+      raw->WriterLoop();
+    });
+  } catch (const std::system_error& e) {
+    return Status::Internal(std::string("starting the ledger's threads: ") + e.what());
+  }
+  return ledger;
 }
 
 Ledger::~Ledger() {

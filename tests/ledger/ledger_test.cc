@@ -397,6 +397,39 @@ TEST_CASE("A failed sync stops the ledger, and nothing it should have covered is
   CHECK(CheckRebuild(*ledger).empty());
 }
 
+TEST_CASE("A write decided during a sync that fails gets the stop's own answer",
+          "[ledger][sync][failstop]") {
+  TempDir dir;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> syncs{0};
+  LedgerOptions o;
+  o.dir = dir.path();
+  o.before_sync = [&]() -> Status {
+    if (++syncs < 2) return Status::Ok();
+    released.wait();
+    return Status::Unavailable("injected");
+  };
+  auto ledger = std::move(Ledger::Open(o)).value();
+  REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
+  auto b = std::async(std::launch::async,
+                      [&] { return ledger->Append(Transfer("acme", "alice", 5, "b")); });
+  REQUIRE(WaitFor([&] { return syncs == 2; }));
+  // c is decided and signed while b's sync is held, then waits for b's answer to be written.
+  auto c = std::async(std::launch::async,
+                      [&] { return ledger->Append(Transfer("acme", "alice", 1, "c")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  release.set_value();
+  auto rb = b.get();
+  REQUIRE_FALSE(rb.ok());
+  CHECK(rb.status().message() == "write failed, ledger stopped: injected");
+  auto rc = c.get();
+  REQUIRE_FALSE(rc.ok());
+  CHECK(rc.status().reason() == "ledger_stopped");
+  CHECK(rc.status().message() == "ledger stopped after a failed write");
+  CHECK(ledger->size() == 1);
+}
+
 TEST_CASE("Eight threads appending ten thousand times each keep every balance exact",
           "[ledger][concurrency]") {
   TempDir dir;
