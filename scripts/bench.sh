@@ -259,7 +259,8 @@ if [[ $http == 1 ]]; then
     "$(ratio "$(field "$shaped" rps)" "$base_rps")"
   printf '   tallyd earns       %10.0f req/s  p99 %s ms   ratio to baseline %s   (to a2: %s)\n' \
     "$(field "$earns" rps)" "$(field "$earns" p99)" \
-    "$(ratio "$(field "$earns" rps)" "$base_rps")" "$(ratio "$(field "$earns" rps)" "$(field "$shaped" rps)")"
+    "$(ratio "$(field "$earns" rps)" "$base_rps")" \
+    "$(ratio "$(field "$earns" rps)" "$(field "$shaped" rps)")"
   printf '   tallyd reads       %10.0f req/s  p99 %s ms   ratio to baseline %s\n' \
     "$(field "$reads" rps)" "$(field "$reads" p99)" \
     "$(ratio "$(field "$reads" rps)" "$base_rps")"
