@@ -15,12 +15,13 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include "api/http_server.h"
 
@@ -53,6 +54,12 @@ bool ParseListen(std::string_view s, std::string& host, uint16_t& port) {
   return true;
 }
 
+// A whole decimal number, nothing before or after it.
+bool ParseNumber(std::string_view s, long& n) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
 int Main(int argc, char** argv) {
   HttpServerOptions options;
   std::string body = R"({"ok":true})";
@@ -63,14 +70,12 @@ int Main(int argc, char** argv) {
     if (arg == "--listen") {
       if (!ParseListen(value, options.host, options.port)) return Usage("bad --listen HOST:PORT");
     } else if (arg == "--threads") {
-      char* end = nullptr;
-      long n = std::strtol(std::string(value).c_str(), &end, 10);
-      if (*end != '\0' || n < 1 || n > 1024) return Usage("bad --threads N");
+      long n = 0;
+      if (!ParseNumber(value, n) || n < 1 || n > 1024) return Usage("bad --threads N");
       options.threads = static_cast<int>(n);
     } else if (arg == "--body-bytes") {
-      char* end = nullptr;
-      long n = std::strtol(std::string(value).c_str(), &end, 10);
-      if (*end != '\0' || n < 2 || n > (64 << 20)) return Usage("bad --body-bytes N");
+      long n = 0;
+      if (!ParseNumber(value, n) || n < 2 || n > (64 << 20)) return Usage("bad --body-bytes N");
       // A JSON string: quotes around N - 2 letters.
       body.assign(static_cast<size_t>(n), 'x');
       body.front() = '"';
