@@ -53,6 +53,11 @@ bool WaitFor(const std::function<bool()>& done) {
   return done();
 }
 
+// A sync held by a test (LedgerOptions::before_sync) until `released`, or for at most 30 s: if a
+// REQUIRE fails before the test releases it, the appends waiting on it still finish, and the test
+// fails instead of hanging in their futures' destructors.
+void Hold(const std::shared_future<void>& released) { released.wait_for(std::chrono::seconds(30)); }
+
 }  // namespace
 
 TEST_CASE("Appends are numbered from zero and balances follow the postings", "[ledger]") {
@@ -283,7 +288,7 @@ TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][
   o.dir = dir.path();
   o.before_sync = [&] {
     ++syncs;
-    released.wait();
+    Hold(released);
     return Status::Ok();
   };
   auto opened = Ledger::Open(o);
@@ -346,7 +351,7 @@ TEST_CASE("A backup that copies a group not yet durable waits for it", "[ledger]
   LedgerOptions o;
   o.dir = dir.path();
   o.before_sync = [&] {
-    if (++syncs == 2) released.wait();
+    if (++syncs == 2) Hold(released);
     return Status::Ok();
   };
   auto ledger = std::move(Ledger::Open(o)).value();
@@ -407,7 +412,7 @@ TEST_CASE("A write decided during a sync that fails gets the stop's own answer",
   o.dir = dir.path();
   o.before_sync = [&]() -> Status {
     if (++syncs < 2) return Status::Ok();
-    released.wait();
+    Hold(released);
     return Status::Unavailable("injected");
   };
   auto ledger = std::move(Ledger::Open(o)).value();
