@@ -208,7 +208,7 @@ if [[ $http == 1 ]]; then
     --mix earn=100
   earns=$result
   # The size of one earn answer, for a2 (one more earn, with its own keys).
-  earn_bytes=$(curl -fsS -o /dev/null -w '%{size_download}' -X POST \
+  earn_bytes=$(curl -fsS --max-time 30 -o /dev/null -w '%{size_download}' -X POST \
     -H "Authorization: Bearer $TALLY_ADMIN_KEY" -H "Idempotency-Key: bench-size-$$" \
     -H 'Content-Type: application/json' \
     -d "{\"customer\":\"c0\",\"points\":10,\"order_id\":\"bench-size-$$\"}" \
