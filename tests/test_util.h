@@ -1,11 +1,14 @@
-// Helpers shared by the tests: temporary directories and a ledger opened in one.
+// Helpers shared by the tests: temporary directories, and waiting for a condition.
 #ifndef TALLY_TESTS_TEST_UTIL_H_
 #define TALLY_TESTS_TEST_UTIL_H_
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 
 namespace tally::testing {
 
@@ -30,6 +33,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Polls `done` every 5 ms until it holds (true) or `timeout` passes (false).
+inline bool Eventually(const std::function<bool()>& done,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 }  // namespace tally::testing
 

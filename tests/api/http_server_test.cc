@@ -22,11 +22,14 @@
 #include <tuple>
 #include <vector>
 
+#include "tests/test_util.h"
+
 namespace tally {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using testing::Eventually;
 
 struct RawResponse {
   int status = 0;
@@ -172,16 +175,6 @@ std::unique_ptr<HttpServer> StartCountingServer(HttpServerOptions options,
     calls.fetch_add(1);
     return Echo(req);
   });
-}
-
-template <class Predicate>
-bool Eventually(Predicate predicate, std::chrono::milliseconds timeout = 5s) {
-  auto deadline = Clock::now() + timeout;
-  while (!predicate()) {
-    if (Clock::now() > deadline) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return true;
 }
 
 std::string Get(std::string_view target, std::string_view extra_headers = "") {

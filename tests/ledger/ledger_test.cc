@@ -21,6 +21,7 @@ namespace tally {
 namespace {
 
 using testing::Balance;
+using testing::Eventually;
 using testing::TempDir;
 using testing::Transfer;
 
@@ -43,14 +44,6 @@ std::vector<Discrepancy> CheckRebuild(const Ledger& ledger) {
   REQUIRE(CompareDerivedState(*ledger.store(), snap.get(), rebuilt, &found).ok());
   for (const auto& d : found) UNSCOPED_INFO(d.ToString());
   return found;
-}
-
-// Polls `done` every 5 ms for up to 10 s.
-bool WaitFor(const std::function<bool()>& done) {
-  for (int i = 0; i < 2000 && !done(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return done();
 }
 
 // A sync held by a test (LedgerOptions::before_sync) until `released`, or for at most 30 s: if a
@@ -301,7 +294,7 @@ TEST_CASE("A group is shown and answered only once a sync covers it", "[ledger][
   const CheckpointInfo empty = ledger->LatestCheckpoint();
   auto a = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", 10, "a")); });
-  REQUIRE(WaitFor([&] { return syncs == 1; }));
+  REQUIRE(Eventually([&] { return syncs == 1; }, std::chrono::seconds(10)));
   REQUIRE(written(0));
   CHECK(ledger->size() == 0);
   CHECK(Balance(*ledger, "acme:customer:alice:available") == 0);
@@ -358,7 +351,7 @@ TEST_CASE("A backup that copies a group not yet durable waits for it", "[ledger]
   REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
   auto b = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", 5, "b")); });
-  REQUIRE(WaitFor([&] { return syncs == 2; }));
+  REQUIRE(Eventually([&] { return syncs == 2; }, std::chrono::seconds(10)));
   auto backup =
       std::async(std::launch::async, [&] { return ledger->Backup(out.path() + "/copy"); });
   CHECK(backup.wait_for(std::chrono::milliseconds(200)) == std::future_status::timeout);
@@ -419,7 +412,7 @@ TEST_CASE("A write decided during a sync that fails gets the stop's own answer",
   REQUIRE(ledger->Append(Transfer("acme", "alice", 10, "a")).ok());
   auto b = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", 5, "b")); });
-  REQUIRE(WaitFor([&] { return syncs == 2; }));
+  REQUIRE(Eventually([&] { return syncs == 2; }, std::chrono::seconds(10)));
   // c is decided and signed while b's sync is held, then waits for b's answer to be written.
   auto c = std::async(std::launch::async,
                       [&] { return ledger->Append(Transfer("acme", "alice", 1, "c")); });
