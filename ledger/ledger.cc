@@ -46,11 +46,10 @@ struct Pending {
 // once the group is durable (Ledger::Impl::SyncLoop). Owns its requests.
 struct Written {
   std::vector<Pending*> requests;
-  // Whether the group wrote entries, [first, size); a group of replays and refusals only writes
-  // nothing, and is answered once every group before it is durable (its answers may rest on
-  // them). size is the tree size the group's answers name either way.
+  // Whether the group wrote entries, the last of them size - 1; a group of replays and refusals
+  // only writes nothing, and is answered once every group before it is durable (its answers may
+  // rest on them). size is the tree size the group's answers name either way.
   bool wrote = false;
-  uint64_t first = 0;
   uint64_t size = 0;
   std::vector<std::string> entries;
   std::vector<NodeWrite> nodes;  // the tree nodes the group completes
@@ -595,7 +594,7 @@ void Ledger::Impl::Answer(Written& w, const Status& st) {
     // Readers see the group before the rotation cache is dropped (CachedRotations) and before
     // committed_size names it (GetReceipt, GetEntryBytes).
     Show(std::move(w.snapshot), w.size);
-    Committed(w.first, w.entries, w.nodes, w.cp.note, w.rotated);
+    Committed(w.size - w.entries.size(), w.entries, w.nodes, w.cp.note, w.rotated);
     // Before committed_size names the group: a backup waiting for it (Backup) then copies the
     // new public key.
     Status rotation = w.rotated ? FinishRotation(w.size - 1) : Status::Ok();
@@ -860,8 +859,6 @@ Status Ledger::Impl::Commit(OverlayState& overlay, std::vector<std::string>& gro
   // Before the next group's write: the snapshot holds exactly the groups up to this one.
   w.snapshot = store->NewSnapshot();
   w.wrote = true;
-  w.first = group_first;
-  w.size = next_id;
   w.entries = std::move(group_entries);
   w.nodes = std::move(group_nodes);
   w.rotated = rotated_in_group;
